@@ -1,0 +1,346 @@
+//! The batch: many records under one identity, LZ4-compressed, checksummed.
+//!
+//! A sealed batch is a self-describing byte string — the *blob* — that
+//! travels unchanged from the shipper's spool, over the wire, into Kafka as
+//! the message value, and into the aggregator. Nobody re-encodes it.
+//!
+//! ```text
+//! offset size  field
+//!      0    4  magic "SLCB"
+//!      4    1  format version (1)
+//!      5    3  reserved, zero
+//!      8    8  epoch        (u64 BE)  \
+//!     16    8  seq          (u64 BE)   } the batch identity, with the edge id
+//!     24    4  record count (u32 BE)  /  that ingest takes from the certificate
+//!     28    4  raw length   (u32 BE)  length of the uncompressed payload
+//!     32    4  CRC32C       (u32 BE)  of header bytes 0..32, then the
+//!                                     uncompressed payload
+//!     36    …  LZ4 block    (lz4_flex block format, no size prefix)
+//! ```
+//!
+//! The uncompressed payload is `record count` Cap'n Proto messages, each in
+//! the standard stream framing, back to back. One message per record lets the
+//! shipper encode a line the moment it is parsed, without knowing how many
+//! will follow, and bounds the Cap'n Proto traversal limit per record.
+//!
+//! Decoding ([`decode`]) never trusts the header: the raw length is checked
+//! against [`Limits`] and against LZ4's maximum ratio *before* anything is
+//! allocated (an "LZ4 bomb" costs nothing), the CRC (which covers the header
+//! too, so a flipped identity bit is caught) is checked before Cap'n Proto
+//! reads a byte, and every record is read through with traversal and
+//! nesting limits. Every failure is a [`BatchError`]; nothing panics.
+
+use capnp::message::{self, ReaderOptions};
+use capnp::serialize;
+
+use crate::record::Record;
+use crate::request_capnp::request;
+
+const MAGIC: &[u8; 4] = b"SLCB";
+/// The batch format version this build writes and reads.
+pub const FORMAT_VERSION: u8 = 1;
+/// Size of the fixed header in front of the LZ4 block.
+pub const HEADER_LEN: usize = 36;
+/// LZ4 cannot expand input by more than this factor (255 bytes per literal
+/// run byte); anything claiming more is corrupt or hostile.
+const LZ4_MAX_RATIO: usize = 255;
+
+/// Who sent a batch and where it sits in that sender's sequence. A retried
+/// batch keeps its identity, which is what lets the aggregator drop
+/// duplicates. `edge_id` is not in the blob: ingest takes it from the
+/// client certificate and carries it as the Kafka key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId {
+    /// Random, chosen when the shipper's spool is created.
+    pub epoch: u64,
+    /// Strictly increasing within an epoch, starting at 1.
+    pub seq: u64,
+}
+
+/// Bounds a decoder enforces. The defaults suit ingest and the aggregator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted uncompressed payload, in bytes.
+    pub max_raw_len: usize,
+    /// Most records in one batch.
+    pub max_records: u32,
+    /// Cap'n Proto traversal limit per record, in 8-byte words.
+    pub traversal_limit_words: usize,
+    /// Cap'n Proto pointer nesting limit per record.
+    pub nesting_limit: i32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_raw_len: 32 << 20,
+            max_records: 200_000,
+            // A record carries at most a few long texts (a 1 MiB line at worst).
+            traversal_limit_words: (2 << 20) / 8,
+            nesting_limit: 8,
+        }
+    }
+}
+
+/// Why a blob was rejected. The messages name the offending value, so a log
+/// line or NACK reason is enough to understand the failure.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("batch is {0} bytes, shorter than its {HEADER_LEN}-byte header")]
+    Truncated(usize),
+    #[error("batch does not start with the magic \"SLCB\"")]
+    BadMagic,
+    #[error("batch format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("batch header has non-zero reserved bytes")]
+    Reserved,
+    #[error("batch claims {claimed} uncompressed bytes; the limit is {limit}")]
+    RawTooLarge { claimed: usize, limit: usize },
+    #[error("batch claims {claimed} uncompressed bytes from {compressed} compressed ones, beyond LZ4's maximum ratio")]
+    ImpossibleRatio { claimed: usize, compressed: usize },
+    #[error("batch claims {claimed} records; the limit is {limit}")]
+    TooManyRecords { claimed: u32, limit: u32 },
+    #[error("batch payload length {0} is not a multiple of 8")]
+    Misaligned(usize),
+    #[error("LZ4 block is corrupt: {0}")]
+    Lz4(String),
+    #[error("LZ4 block decompressed to {actual} bytes, header says {claimed}")]
+    RawLengthMismatch { claimed: usize, actual: usize },
+    #[error("CRC32C mismatch: recorded {expected:#010x}, computed {actual:#010x}")]
+    Crc { expected: u32, actual: u32 },
+    #[error("record {index} is invalid: {reason}")]
+    Record { index: u32, reason: String },
+    #[error("batch holds {actual} records, header says {claimed}")]
+    CountMismatch { claimed: u32, actual: u32 },
+}
+
+/// Accumulates records into the uncompressed payload of one batch.
+///
+/// ```
+/// use schemas::batch::{BatchBuilder, BatchId, Limits, decode};
+/// use schemas::Record;
+///
+/// let mut builder = BatchBuilder::new();
+/// builder.push(&Record { zone: "example.com", status: 200, ..Record::default() });
+/// let blob = builder.seal(BatchId { epoch: 7, seq: 1 });
+///
+/// let batch = decode(&blob, &Limits::default()).unwrap();
+/// assert_eq!(batch.id(), BatchId { epoch: 7, seq: 1 });
+/// let mut zones = Vec::new();
+/// batch.for_each(|r| zones.push(r.zone.to_owned())).unwrap();
+/// assert_eq!(zones, ["example.com"]);
+/// ```
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    raw: Vec<u8>,
+    count: u32,
+}
+
+impl BatchBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends one record.
+    pub fn push(&mut self, record: &Record<'_>) {
+        let mut message = message::Builder::new_default();
+        record.write_to(message.init_root::<request::Builder<'_>>());
+        serialize::write_message(&mut self.raw, &message).expect("writing to a Vec cannot fail");
+        self.count += 1;
+    }
+
+    /// Records pushed so far.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Uncompressed payload size so far, for size-based sealing.
+    pub fn raw_len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Compresses the payload into a blob and resets the builder for reuse.
+    pub fn seal(&mut self, id: BatchId) -> Vec<u8> {
+        let raw_len = u32::try_from(self.raw.len()).expect("a batch payload fits in 4 GiB");
+        let bound = lz4_flex::block::get_maximum_output_size(self.raw.len());
+        let mut blob = vec![0u8; HEADER_LEN + bound];
+        blob[0..4].copy_from_slice(MAGIC);
+        blob[4] = FORMAT_VERSION;
+        blob[8..16].copy_from_slice(&id.epoch.to_be_bytes());
+        blob[16..24].copy_from_slice(&id.seq.to_be_bytes());
+        blob[24..28].copy_from_slice(&self.count.to_be_bytes());
+        blob[28..32].copy_from_slice(&raw_len.to_be_bytes());
+        let crc = checksum(&blob[..32], &self.raw);
+        blob[32..36].copy_from_slice(&crc.to_be_bytes());
+        let written = lz4_flex::block::compress_into(&self.raw, &mut blob[HEADER_LEN..])
+            .expect("output sized by get_maximum_output_size");
+        blob.truncate(HEADER_LEN + written);
+        self.raw.clear();
+        self.count = 0;
+        blob
+    }
+}
+
+/// A decoded, verified batch: the header checked, the payload decompressed
+/// and its CRC matched. Every record was read through once by [`decode`], so
+/// iterating again cannot fail on bad data.
+pub struct DecodedBatch {
+    id: BatchId,
+    count: u32,
+    /// Word-aligned, as Cap'n Proto requires for zero-copy reads.
+    payload: Vec<capnp::Word>,
+    options: ReaderOptions,
+}
+
+impl std::fmt::Debug for DecodedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecodedBatch")
+            .field("id", &self.id)
+            .field("count", &self.count)
+            .field("raw_len", &(self.payload.len() * 8))
+            .finish()
+    }
+}
+
+/// Reads only the identity and record count of a blob, checking no more than
+/// the header. For logs and metrics before (or instead of) a full decode.
+pub fn peek(blob: &[u8]) -> Result<(BatchId, u32), BatchError> {
+    let header = Header::parse(blob)?;
+    Ok((header.id, header.count))
+}
+
+struct Header {
+    id: BatchId,
+    count: u32,
+    raw_len: usize,
+    crc: u32,
+}
+
+impl Header {
+    fn parse(blob: &[u8]) -> Result<Header, BatchError> {
+        let header: &[u8; HEADER_LEN] = blob
+            .get(..HEADER_LEN)
+            .and_then(|h| h.try_into().ok())
+            .ok_or(BatchError::Truncated(blob.len()))?;
+        if &header[0..4] != MAGIC {
+            return Err(BatchError::BadMagic);
+        }
+        if header[4] != FORMAT_VERSION {
+            return Err(BatchError::UnsupportedVersion(header[4]));
+        }
+        if header[5..8] != [0, 0, 0] {
+            return Err(BatchError::Reserved);
+        }
+        let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
+        Ok(Header {
+            id: BatchId { epoch: u64_at(8), seq: u64_at(16) },
+            count: u32_at(24),
+            raw_len: u32_at(28) as usize,
+            crc: u32_at(32),
+        })
+    }
+}
+
+fn checksum(header: &[u8], raw: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(header), raw)
+}
+
+/// Verifies a blob completely and returns it decoded. See the module doc
+/// for what is checked, in which order.
+pub fn decode(blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> {
+    let header = Header::parse(blob)?;
+    let compressed = &blob[HEADER_LEN..];
+    if header.raw_len > limits.max_raw_len {
+        return Err(BatchError::RawTooLarge { claimed: header.raw_len, limit: limits.max_raw_len });
+    }
+    if header.raw_len > compressed.len().saturating_mul(LZ4_MAX_RATIO) {
+        return Err(BatchError::ImpossibleRatio {
+            claimed: header.raw_len,
+            compressed: compressed.len(),
+        });
+    }
+    if header.count > limits.max_records {
+        return Err(BatchError::TooManyRecords { claimed: header.count, limit: limits.max_records });
+    }
+    if header.raw_len % 8 != 0 {
+        return Err(BatchError::Misaligned(header.raw_len));
+    }
+
+    let mut payload = capnp::Word::allocate_zeroed_vec(header.raw_len / 8);
+    let raw = capnp::Word::words_to_bytes_mut(&mut payload);
+    let actual = lz4_flex::block::decompress_into(compressed, raw)
+        .map_err(|e| BatchError::Lz4(e.to_string()))?;
+    if actual != header.raw_len {
+        return Err(BatchError::RawLengthMismatch { claimed: header.raw_len, actual });
+    }
+    let crc = checksum(&blob[..32], raw);
+    if crc != header.crc {
+        return Err(BatchError::Crc { expected: header.crc, actual: crc });
+    }
+
+    let mut options = ReaderOptions::new();
+    options
+        .traversal_limit_in_words(Some(limits.traversal_limit_words))
+        .nesting_limit(limits.nesting_limit);
+    let batch = DecodedBatch { id: header.id, count: header.count, payload, options };
+    // Read every record once now, so that a batch that decodes is a batch
+    // whose every record can be used.
+    batch.try_for_each(|_| Ok(()))?;
+    Ok(batch)
+}
+
+impl DecodedBatch {
+    pub fn id(&self) -> BatchId {
+        self.id
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Calls `f` with each record in order. Records borrow from the batch.
+    pub fn for_each(&self, mut f: impl FnMut(&Record<'_>)) -> Result<(), BatchError> {
+        self.try_for_each(|record| {
+            f(record);
+            Ok(())
+        })
+    }
+
+    /// Like [`for_each`](Self::for_each), stopping at the first error `f`
+    /// returns or at the first invalid record.
+    pub fn try_for_each(
+        &self,
+        mut f: impl FnMut(&Record<'_>) -> Result<(), BatchError>,
+    ) -> Result<(), BatchError> {
+        let mut rest = capnp::Word::words_to_bytes(&self.payload);
+        let mut index = 0u32;
+        while !rest.is_empty() {
+            if index == self.count {
+                // Counted before reading, so a payload with extra messages is
+                // reported as such rather than as a read error.
+                return Err(BatchError::CountMismatch { claimed: self.count, actual: index + 1 });
+            }
+            let invalid = |e: capnp::Error| BatchError::Record { index, reason: e.to_string() };
+            let message = serialize::read_message_from_flat_slice_no_alloc(&mut rest, self.options)
+                .map_err(invalid)?;
+            let root = message.get_root::<request::Reader<'_>>().map_err(invalid)?;
+            let record = Record::read_from(root).map_err(invalid)?;
+            f(&record)?;
+            index += 1;
+        }
+        if index != self.count {
+            return Err(BatchError::CountMismatch { claimed: self.count, actual: index });
+        }
+        Ok(())
+    }
+}

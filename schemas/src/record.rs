@@ -1,0 +1,249 @@
+//! The request record as Rust sees it, and its Cap'n Proto encoding.
+//!
+//! [`Record`] borrows every text field, so the shipper can fill one straight
+//! from a log line and the aggregator can read one straight out of a decoded
+//! batch, neither of them copying strings. Encoding writes one Cap'n Proto
+//! message per record (see `capnp/request.capnp`); decoding reads one back
+//! and checks every text field is UTF-8, so a record that decodes is a record
+//! every later stage can use without further checks.
+//!
+//! Enum values this build does not know (written by a newer shipper) decode
+//! as the enum's catch-all (`Other`/`None`/`Unknown`) rather than failing:
+//! old aggregators keep working while shippers are upgraded.
+
+use std::net::IpAddr;
+
+use crate::request_capnp::{extra, request};
+pub use crate::request_capnp::{CacheStatus, Method, Scheme, TlsProtocol};
+
+/// One HTTP request. Field meanings are documented in `capnp/request.capnp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub timestamp_ns: i64,
+    pub zone: &'a str,
+    pub client_ip: Option<IpAddr>,
+    pub method: Method,
+    pub method_other: &'a str,
+    pub scheme: Scheme,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub protocol: &'a str,
+    pub status: u16,
+    pub response_bytes: u64,
+    pub request_bytes: u64,
+    pub request_time_us: u32,
+    pub upstream_time_us: Option<u32>,
+    pub cache_status: CacheStatus,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub content_type: &'a str,
+    pub country: &'a str,
+    pub tls_protocol: TlsProtocol,
+    pub extras: Vec<(&'a str, &'a str)>,
+}
+
+impl Default for Record<'_> {
+    fn default() -> Self {
+        Record {
+            timestamp_ns: 0,
+            zone: "",
+            client_ip: None,
+            method: Method::Other,
+            method_other: "",
+            scheme: Scheme::Unknown,
+            host: "",
+            path: "",
+            query: "",
+            protocol: "",
+            status: 0,
+            response_bytes: 0,
+            request_bytes: 0,
+            request_time_us: 0,
+            upstream_time_us: None,
+            cache_status: CacheStatus::None,
+            referer: "",
+            user_agent: "",
+            content_type: "",
+            country: "",
+            tls_protocol: TlsProtocol::None,
+            extras: Vec::new(),
+        }
+    }
+}
+
+impl Record<'_> {
+    /// Writes this record into a fresh Cap'n Proto root.
+    pub(crate) fn write_to(&self, mut b: request::Builder<'_>) {
+        b.set_timestamp_ns(self.timestamp_ns);
+        b.set_zone(self.zone);
+        match self.client_ip {
+            Some(IpAddr::V4(ip)) => b.set_client_ip(&ip.octets()),
+            Some(IpAddr::V6(ip)) => b.set_client_ip(&ip.octets()),
+            None => {}
+        }
+        b.set_method(self.method);
+        if !self.method_other.is_empty() {
+            b.set_method_other(self.method_other);
+        }
+        b.set_scheme(self.scheme);
+        b.set_host(self.host);
+        b.set_path(self.path);
+        set_if_any(self.query, |v| b.set_query(v));
+        b.set_protocol(self.protocol);
+        b.set_status(self.status);
+        b.set_response_bytes(self.response_bytes);
+        b.set_request_bytes(self.request_bytes);
+        b.set_request_time_us(self.request_time_us);
+        if let Some(us) = self.upstream_time_us {
+            b.set_upstream_time_us(us);
+            b.set_has_upstream_time(true);
+        }
+        b.set_cache_status(self.cache_status);
+        set_if_any(self.referer, |v| b.set_referer(v));
+        set_if_any(self.user_agent, |v| b.set_user_agent(v));
+        set_if_any(self.content_type, |v| b.set_content_type(v));
+        set_if_any(self.country, |v| b.set_country(v));
+        b.set_tls_protocol(self.tls_protocol);
+        if !self.extras.is_empty() {
+            let len = u32::try_from(self.extras.len()).unwrap_or(u32::MAX);
+            let mut list = b.init_extras(len);
+            for (i, (key, value)) in self.extras.iter().take(len as usize).enumerate() {
+                let mut e: extra::Builder<'_> = list.reborrow().get(i as u32);
+                e.set_key(*key);
+                e.set_value(*value);
+            }
+        }
+    }
+}
+
+/// Leaves empty optional texts as null pointers: smaller on the wire, and
+/// decoding treats null and empty alike.
+fn set_if_any(value: &str, set: impl FnOnce(&str)) {
+    if !value.is_empty() {
+        set(value)
+    }
+}
+
+impl<'a> Record<'a> {
+    /// Reads a record out of a Cap'n Proto reader, checking every field.
+    pub(crate) fn read_from(r: request::Reader<'a>) -> capnp::Result<Record<'a>> {
+        let ip = r.get_client_ip()?;
+        let client_ip = match ip.len() {
+            0 => None,
+            4 => Some(IpAddr::from(<[u8; 4]>::try_from(ip).expect("length checked"))),
+            16 => Some(IpAddr::from(<[u8; 16]>::try_from(ip).expect("length checked"))),
+            n => {
+                return Err(capnp::Error::failed(format!(
+                    "client IP has {n} bytes; expected 0, 4 or 16"
+                )))
+            }
+        };
+        let mut extras = Vec::new();
+        if r.has_extras() {
+            let list = r.get_extras()?;
+            extras.reserve(list.len() as usize);
+            for e in list.iter() {
+                extras.push((text(e.get_key())?, text(e.get_value())?));
+            }
+        }
+        Ok(Record {
+            timestamp_ns: r.get_timestamp_ns(),
+            zone: text(r.get_zone())?,
+            client_ip,
+            method: r.get_method().unwrap_or(Method::Other),
+            method_other: text(r.get_method_other())?,
+            scheme: r.get_scheme().unwrap_or(Scheme::Unknown),
+            host: text(r.get_host())?,
+            path: text(r.get_path())?,
+            query: text(r.get_query())?,
+            protocol: text(r.get_protocol())?,
+            status: r.get_status(),
+            response_bytes: r.get_response_bytes(),
+            request_bytes: r.get_request_bytes(),
+            request_time_us: r.get_request_time_us(),
+            upstream_time_us: r.get_has_upstream_time().then(|| r.get_upstream_time_us()),
+            cache_status: r.get_cache_status().unwrap_or(CacheStatus::Other),
+            referer: text(r.get_referer())?,
+            user_agent: text(r.get_user_agent())?,
+            content_type: text(r.get_content_type())?,
+            country: text(r.get_country())?,
+            tls_protocol: r.get_tls_protocol().unwrap_or(TlsProtocol::Other),
+            extras,
+        })
+    }
+}
+
+fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> capnp::Result<&str> {
+    t?.to_str().map_err(|e| capnp::Error::failed(format!("text is not UTF-8: {e}")))
+}
+
+impl Method {
+    /// Maps a method token as nginx logs it. Unknown tokens give `Other`;
+    /// keep the token in `method_other`.
+    pub fn parse(token: &str) -> Method {
+        match token {
+            "GET" => Method::Get,
+            "HEAD" => Method::Head,
+            "POST" => Method::Post,
+            "PUT" => Method::Put,
+            "DELETE" => Method::Delete,
+            "PATCH" => Method::Patch,
+            "OPTIONS" => Method::Options,
+            "CONNECT" => Method::Connect,
+            "TRACE" => Method::Trace,
+            _ => Method::Other,
+        }
+    }
+}
+
+impl CacheStatus {
+    /// Maps `$upstream_cache_status`; "-" and "" mean no cache was involved.
+    pub fn parse(token: &str) -> CacheStatus {
+        match token {
+            "" | "-" => CacheStatus::None,
+            "MISS" => CacheStatus::Miss,
+            "BYPASS" => CacheStatus::Bypass,
+            "EXPIRED" => CacheStatus::Expired,
+            "STALE" => CacheStatus::Stale,
+            "UPDATING" => CacheStatus::Updating,
+            "REVALIDATED" => CacheStatus::Revalidated,
+            "HIT" => CacheStatus::Hit,
+            _ => CacheStatus::Other,
+        }
+    }
+
+    /// Whether the response was served from cache.
+    pub fn is_cached(self) -> bool {
+        matches!(
+            self,
+            CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Updating | CacheStatus::Revalidated
+        )
+    }
+}
+
+impl TlsProtocol {
+    /// Maps `$ssl_protocol`; "-" and "" mean plain text.
+    pub fn parse(token: &str) -> TlsProtocol {
+        match token {
+            "" | "-" => TlsProtocol::None,
+            "SSLv3" => TlsProtocol::Ssl3,
+            "TLSv1" => TlsProtocol::Tls10,
+            "TLSv1.1" => TlsProtocol::Tls11,
+            "TLSv1.2" => TlsProtocol::Tls12,
+            "TLSv1.3" => TlsProtocol::Tls13,
+            _ => TlsProtocol::Other,
+        }
+    }
+}
+
+impl Scheme {
+    /// Maps `$scheme`.
+    pub fn parse(token: &str) -> Scheme {
+        match token {
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
+            _ => Scheme::Unknown,
+        }
+    }
+}
