@@ -10,6 +10,9 @@
 //!   aggregator decodes.
 //! * [`wire`] — the framed shipper ⇄ ingest protocol inside TLS: handshake,
 //!   batches, per-batch ACK/NACK, keepalive.
+//! * [`kafka`] — how a batch is laid out as a Kafka message.
+//! * [`tls`] — the mutual-TLS configuration of both ends, and how ingest
+//!   learns which edge it is talking to.
 //!
 //! Decoders take explicit [`Limits`] and return errors for every malformed,
 //! truncated or hostile input; they never panic and never allocate more than
@@ -26,7 +29,9 @@
 //! ```
 
 pub mod batch;
+pub mod kafka;
 pub mod record;
+pub mod tls;
 pub mod wire;
 
 #[allow(clippy::all, missing_docs, unused_qualifications)]
