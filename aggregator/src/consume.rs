@@ -1,0 +1,428 @@
+//! Kafka in, rollups out: the consumer thread and the aggregation core.
+//!
+//! ```text
+//!  consumer thread (librdkafka, blocking)        core (async task)
+//!    poll ─ Message{gen,partition,offset} ──▶  decode, dedup, route to shard
+//!    rebalance: Assigned ─────────────────▶    load positions ─▶ reply offsets
+//!               Revoking ─────────────────▶    flush ─▶ reply
+//!    seek ◀──────────────────────── Seek{gen}  after a fenced flush
+//!                                               every interval: flush shards
+//! ```
+//!
+//! Exactly-once rests on the shards, not on Kafka's committed offsets (which
+//! this consumer never commits). Per shard and partition the core knows the
+//! stored `next_offset`; a message below it is already in that shard and is
+//! skipped there, and a batch whose identity the shard's window holds is
+//! skipped too. On assignment each partition resumes from the lowest
+//! position any shard stored for it. A flush that finds its positions moved
+//! by someone else ([`StoreError::Fenced`]) means this process fell behind a
+//! rebalance: it drops everything unflushed, reloads, and seeks back — a
+//! message tagged with an older seek generation is then ignored.
+//!
+//! Running the blocking librdkafka poll on its own thread keeps it off the
+//! runtime, and lets rebalance callbacks block until the core has flushed
+//! or loaded positions, which is what the group protocol expects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use schemas::batch::{self, Limits};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::dedup::{Seen, Windows};
+use crate::metrics::Metrics;
+use crate::rollup::Pending;
+use crate::shard::ShardMap;
+use crate::store::{Shard, StoreError};
+
+/// What the consumer thread tells the core.
+#[derive(Debug)]
+enum Event {
+    Message { gen: u64, partition: i32, offset: i64, edge: String, blob: Vec<u8> },
+    Assigned { partitions: Vec<i32>, reply: oneshot::Sender<Seek> },
+    Revoking { partitions: Vec<i32>, reply: oneshot::Sender<()> },
+}
+
+/// Where to (re)start partitions, and the generation tag of what follows.
+#[derive(Debug)]
+struct Seek {
+    gen: u64,
+    offsets: Vec<(i32, Option<i64>)>,
+}
+
+struct Context {
+    events: mpsc::Sender<Event>,
+    topic: String,
+    gen: AtomicU64,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let (reply, done) = oneshot::channel();
+            let partitions = partitions_of(tpl);
+            info!(?partitions, "partitions revoked; flushing before giving them up");
+            if self.events.blocking_send(Event::Revoking { partitions, reply }).is_ok() {
+                let _ = done.blocking_recv();
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions = partitions_of(tpl);
+                info!(?partitions, "partitions assigned; loading stored positions");
+                let (reply, seek) = oneshot::channel();
+                if self.events.blocking_send(Event::Assigned { partitions, reply }).is_err() {
+                    return;
+                }
+                let Ok(seek) = seek.blocking_recv() else { return };
+                let tpl = self.offsets_tpl(&seek);
+                if let Err(e) = consumer.assign(&tpl) {
+                    error!("assigning partitions at their stored positions failed: {e}");
+                }
+                self.gen.store(seek.gen, Ordering::SeqCst);
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => warn!("rebalance error: {e}"),
+        }
+    }
+}
+
+impl Context {
+    fn offsets_tpl(&self, seek: &Seek) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for &(partition, offset) in &seek.offsets {
+            let offset = offset.map_or(Offset::Beginning, Offset::Offset);
+            tpl.add_partition_offset(&self.topic, partition, offset)
+                .expect("adding to a fresh list cannot fail");
+        }
+        tpl
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Handle to the running consumer; dropping it does not stop it, call
+/// [`Consumer::stop`].
+pub struct Running {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    core: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops polling, lets the core flush what it has, and waits for both.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            tokio::task::spawn_blocking(move || thread.join()).await?.ok();
+        }
+        self.core.await?
+    }
+}
+
+/// Starts the consumer thread and the core.
+pub fn start(config: &Config, shards: Arc<Vec<Shard>>, metrics: Arc<Metrics>) -> anyhow::Result<Running> {
+    let (events_tx, events_rx) = mpsc::channel(1024);
+    let (seek_tx, seek_rx) = std::sync::mpsc::channel::<Seek>();
+    let context = Context { events: events_tx, topic: config.kafka.topic.clone(), gen: AtomicU64::new(0) };
+    let consumer: BaseConsumer<Context> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.bootstrap)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("session.timeout.ms", "10000")
+        .create_with_context(context)?;
+    consumer.subscribe(&[&config.kafka.topic])?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("kafka-consumer".into())
+            .spawn(move || poll_loop(consumer, seek_rx, stop))?
+    };
+    let core = Core {
+        topic: config.kafka.topic.clone(),
+        map: ShardMap::new(config.shards.iter().map(|s| s.name.clone())),
+        states: shards.iter().map(|_| ShardState::default()).collect(),
+        shards,
+        assigned: BTreeSet::new(),
+        gen: 0,
+        seeks: seek_tx,
+        metrics,
+    };
+    let interval = config.flush.interval();
+    let core = tokio::spawn(core.run(events_rx, interval));
+    Ok(Running { stop, thread: Some(thread), core })
+}
+
+fn poll_loop(consumer: BaseConsumer<Context>, seeks: std::sync::mpsc::Receiver<Seek>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::SeqCst) {
+        while let Ok(seek) = seeks.try_recv() {
+            let tpl = consumer.context().offsets_tpl(&seek);
+            match consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+                Ok(_) => consumer.context().gen.store(seek.gen, Ordering::SeqCst),
+                Err(e) => error!("seeking back after a fenced flush failed: {e}"),
+            }
+        }
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                warn!("kafka: {e}");
+                continue;
+            }
+            Some(Ok(m)) => m,
+        };
+        let event = Event::Message {
+            gen: consumer.context().gen.load(Ordering::SeqCst),
+            partition: message.partition(),
+            offset: message.offset(),
+            edge: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+            blob: message.payload().unwrap_or_default().to_vec(),
+        };
+        if consumer.context().events.blocking_send(event).is_err() {
+            break;
+        }
+    }
+    // Leaving the group triggers a final revoke, which the core answers
+    // with a last flush.
+    consumer.unsubscribe();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+        consumer.poll(Duration::from_millis(100));
+    }
+}
+
+/// What the core holds for one shard.
+#[derive(Default)]
+struct ShardState {
+    /// Positions stored in the shard, as last read or written by us.
+    stored: BTreeMap<i32, i64>,
+    pending: Pending,
+    windows: Windows,
+}
+
+impl ShardState {
+    /// The offset from which this shard still needs messages of `partition`.
+    fn next_needed(&self, partition: i32) -> Option<i64> {
+        self.pending.positions.get(&partition).or_else(|| self.stored.get(&partition)).copied()
+    }
+}
+
+struct Core {
+    topic: String,
+    map: ShardMap,
+    shards: Arc<Vec<Shard>>,
+    states: Vec<ShardState>,
+    assigned: BTreeSet<i32>,
+    gen: u64,
+    seeks: std::sync::mpsc::Sender<Seek>,
+    metrics: Arc<Metrics>,
+}
+
+impl Core {
+    async fn run(mut self, mut events: mpsc::Receiver<Event>, interval: Duration) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = events.recv() => match event {
+                    Some(event) => self.handle(event).await,
+                    None => break,
+                },
+                _ = tick.tick() => self.flush().await,
+            }
+        }
+        self.flush().await;
+        Ok(())
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Message { gen, partition, offset, edge, blob } => {
+                if gen == self.gen && self.assigned.contains(&partition) {
+                    self.apply(partition, offset, &edge, &blob);
+                }
+            }
+            Event::Assigned { partitions, reply } => {
+                self.assigned.extend(partitions);
+                let seek = self.restart().await;
+                let _ = reply.send(seek);
+            }
+            Event::Revoking { partitions, reply } => {
+                self.flush().await;
+                for p in &partitions {
+                    self.assigned.remove(p);
+                }
+                if self.states.iter().any(|s| !s.pending.is_empty()) {
+                    // A shard could not take the flush, and what it holds
+                    // mixes partitions: start over from what the shards hold.
+                    warn!("flush before revocation incomplete; reloading from the shards");
+                    let seek = self.restart().await;
+                    let _ = self.seeks.send(seek);
+                } else {
+                    for state in &mut self.states {
+                        state.stored.retain(|p, _| !partitions.contains(p));
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    /// Applies one Kafka message to every shard that does not hold it yet.
+    fn apply(&mut self, partition: i32, offset: i64, edge: &str, blob: &[u8]) {
+        let batch = match batch::decode(blob, &Limits::default()) {
+            Ok(batch) => Some(batch),
+            Err(e) => {
+                // Ingest validates before producing, so this is a bug or a
+                // foreign producer; skip the message, loudly.
+                error!(partition, offset, edge, "undecodable batch skipped: {e}");
+                self.metrics.batches_invalid.inc();
+                None
+            }
+        };
+        let mut wanted = vec![false; self.states.len()];
+        for (shard, state) in self.states.iter_mut().enumerate() {
+            if state.next_needed(partition).is_some_and(|next| offset < next) {
+                continue;
+            }
+            state.pending.positions.insert(partition, offset + 1);
+            let Some(batch) = &batch else { continue };
+            let id = batch.id();
+            match state.windows.insert(edge, id.epoch, id.seq) {
+                Seen::Duplicate => {
+                    debug!(edge, ?id, shard, "duplicate batch skipped");
+                    self.metrics.batches_deduplicated.inc();
+                }
+                Seen::New => wanted[shard] = true,
+                Seen::NewSkippingGap(n) => {
+                    warn!(edge, ?id, shard, missing = n, "batch identity window overflowed; gap skipped");
+                    wanted[shard] = true;
+                }
+            }
+        }
+        let Some(batch) = batch else { return };
+        if !wanted.contains(&true) {
+            return;
+        }
+        let (map, states) = (&self.map, &mut self.states);
+        let result = batch.for_each(|record| {
+            let shard = map.shard_of(record.zone);
+            if wanted[shard] {
+                states[shard].pending.add(record);
+            }
+        });
+        debug_assert!(result.is_ok(), "decode already read every record");
+        self.metrics.records_consumed.inc_by(u64::from(batch.len()));
+        self.metrics.batches_consumed.inc();
+    }
+
+    /// Writes every shard's pending data, each shard in its own transaction.
+    async fn flush(&mut self) {
+        let topic = &self.topic;
+        let started = Instant::now();
+        let results = futures::future::join_all(self.shards.iter().zip(self.states.iter_mut()).map(
+            |(shard, state)| async move {
+                let windows = state.windows.dirty();
+                if state.pending.is_empty() && windows.is_empty() {
+                    return Ok(0);
+                }
+                let rows = shard.flush(topic, &state.pending, &state.stored, &windows).await?;
+                state.stored.extend(std::mem::take(&mut state.pending.positions));
+                state.pending.rows.clear();
+                state.windows.clear_dirty();
+                Ok::<_, StoreError>(rows)
+            },
+        ))
+        .await;
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let mut fenced = false;
+        for result in results {
+            match result {
+                Ok(rows) => {
+                    self.metrics.rows_upserted.inc_by(rows);
+                }
+                Err(e @ StoreError::Fenced { .. }) => {
+                    warn!("{e}; reloading");
+                    fenced = true;
+                }
+                Err(e) => {
+                    // Kept pending; the next tick retries.
+                    warn!("flush failed, will retry: {e}");
+                    self.metrics.flush_errors.inc();
+                }
+            }
+        }
+        if fenced {
+            let seek = self.restart().await;
+            let _ = self.seeks.send(seek);
+        }
+    }
+
+    /// Forgets everything not yet stored, reloads positions and identity
+    /// windows from every shard, and says where each assigned partition must
+    /// restart: the lowest position any shard stored (the beginning if one
+    /// has none). Messages fetched before the seek carry an older generation
+    /// and are ignored.
+    async fn restart(&mut self) -> Seek {
+        self.metrics.restarts.inc();
+        let partitions: Vec<i32> = self.assigned.iter().copied().collect();
+        let topic = &self.topic;
+        let loaded = futures::future::join_all(self.shards.iter().map(|shard| {
+            let partitions = &partitions;
+            async move {
+                let mut backoff = Duration::from_millis(200);
+                loop {
+                    let load = async {
+                        Ok::<_, StoreError>((shard.positions(topic, partitions).await?, shard.windows().await?))
+                    };
+                    match load.await {
+                        Ok(loaded) => return loaded,
+                        Err(e) => {
+                            warn!("cannot load state, retrying in {backoff:?}: {e}");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(5));
+                        }
+                    }
+                }
+            }
+        }))
+        .await;
+        self.states = loaded
+            .into_iter()
+            .map(|(stored, windows)| ShardState {
+                stored,
+                pending: Pending::default(),
+                windows: Windows::from_stored(windows),
+            })
+            .collect();
+        self.gen += 1;
+        let offsets = partitions
+            .iter()
+            .map(|&p| {
+                let lowest = self.states.iter().map(|s| s.stored.get(&p).copied()).min().flatten();
+                (p, lowest)
+            })
+            .collect();
+        let seek = Seek { gen: self.gen, offsets };
+        info!(?seek, "resuming from the shards' stored positions");
+        seek
+    }
+}
