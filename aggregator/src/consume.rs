@@ -307,14 +307,10 @@ impl Core {
             let Some(batch) = &batch else { continue };
             let id = batch.id();
             match state.windows.insert(edge, id.epoch, id.seq) {
-                Seen::Duplicate => {
-                    debug!(edge, ?id, shard, "duplicate batch skipped");
-                    self.metrics.batches_deduplicated.inc();
-                }
                 Seen::New => wanted[shard] = true,
-                Seen::NewSkippingGap(n) => {
-                    warn!(edge, ?id, shard, missing = n, "batch identity window overflowed; gap skipped");
-                    wanted[shard] = true;
+                Seen::Duplicate | Seen::TooOld => {
+                    debug!(edge, ?id, shard, "batch applied before; skipped");
+                    self.metrics.batches_deduplicated.inc();
                 }
             }
         }

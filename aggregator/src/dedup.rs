@@ -1,31 +1,32 @@
 //! The batch-identity window: has this shard already applied batch
 //! `(edge, epoch, seq)`?
 //!
-//! A shipper numbers its batches 1, 2, 3… within an epoch and resends a batch
-//! with its original identity, so Kafka can hold a batch twice (a retry whose
-//! first ACK was lost, an operator re-producing) and out of order by at most
-//! the shipper's window. Per `(edge, epoch)` we keep every seq up to a
-//! contiguous watermark plus the sparse set above it; the set collapses into
-//! the watermark as gaps fill, so the state stays a few integers per edge.
+//! Within an epoch a shipper's seqs strictly increase (with gaps: it reserves
+//! ranges across restarts), and it resends a batch with its original
+//! identity, so Kafka can hold a batch twice — a retry whose first ACK was
+//! lost, an operator re-producing — and out of order by less than the
+//! shipper's window of unacknowledged batches.
 //!
-//! Bounds: if the sparse set outgrows [`MAX_ABOVE`] (a batch that will never
-//! come — dropped at the edge by `drop_oldest`, say), the watermark jumps the
-//! oldest gap and [`Window::insert`] reports it so it can be counted. An
-//! epoch first seen at seq N starts its watermark [`FIRST_SIGHT_SLACK`] below
-//! N, so retries of slightly older batches still count once.
+//! So per `(edge, epoch)` we keep, as IPsec's anti-replay window does, the
+//! highest seq applied and a bitmap of which of the [`WINDOW`] seqs at and
+//! below it were applied: a fixed 8 + 128 bytes, whatever the traffic. A seq
+//! more than [`WINDOW`] below the highest cannot be a first delivery (the
+//! shipper never has that many batches unacknowledged), so it is reported
+//! as [`Seen::TooOld`] and skipped like a duplicate.
 
 use std::collections::{BTreeSet, HashMap};
 
-/// Largest sparse set kept per epoch before the watermark is forced forward.
-pub const MAX_ABOVE: usize = 4096;
-/// How far below the first seq seen for an epoch is still accepted.
-pub const FIRST_SIGHT_SLACK: u64 = 1024;
+/// How many seqs below the highest are tracked individually.
+pub const WINDOW: u64 = 1024;
+const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Applied seqs of one `(edge, epoch)`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
-    pub contiguous_upto: u64,
-    pub above: BTreeSet<u64>,
+    /// Highest seq applied.
+    pub high: u64,
+    /// Bit `i` (word `i / 64`, bit `i % 64`) set: seq `high - i` was applied.
+    pub bits: [u64; WORDS],
 }
 
 /// What [`Window::insert`] found.
@@ -35,45 +36,73 @@ pub enum Seen {
     New,
     /// Applied before: skip it.
     Duplicate,
-    /// New, and the sparse set overflowed: this many never-seen seqs are
-    /// now treated as applied.
-    NewSkippingGap(u64),
+    /// Below the window: certainly delivered before; skip it.
+    TooOld,
 }
 
 impl Window {
-    fn first_sight(seq: u64) -> Window {
-        Window { contiguous_upto: seq.saturating_sub(FIRST_SIGHT_SLACK + 1), above: BTreeSet::new() }
+    fn first(seq: u64) -> Window {
+        let mut bits = [0; WORDS];
+        bits[0] = 1;
+        Window { high: seq, bits }
     }
 
-    pub fn contains(&self, seq: u64) -> bool {
-        seq <= self.contiguous_upto || self.above.contains(&seq)
+    fn bit(&self, age: u64) -> bool {
+        self.bits[(age / 64) as usize] & (1 << (age % 64)) != 0
+    }
+
+    fn set(&mut self, age: u64) {
+        self.bits[(age / 64) as usize] |= 1 << (age % 64);
+    }
+
+    /// Shifts the bitmap so that bit 0 stands for `high + by`.
+    fn advance(&mut self, by: u64) {
+        if by >= WINDOW {
+            self.bits = [0; WORDS];
+            return;
+        }
+        let (words, bits) = ((by / 64) as usize, (by % 64) as u32);
+        for i in (0..WORDS).rev() {
+            let from = i.checked_sub(words);
+            let hi = from.map_or(0, |f| self.bits[f]);
+            let lo = from.and_then(|f| f.checked_sub(1)).map_or(0, |f| self.bits[f]);
+            self.bits[i] = if bits == 0 { hi } else { (hi << bits) | (lo >> (64 - bits)) };
+        }
     }
 
     pub fn insert(&mut self, seq: u64) -> Seen {
-        if self.contains(seq) {
-            return Seen::Duplicate;
+        if seq > self.high {
+            self.advance(seq - self.high);
+            self.high = seq;
+            self.set(0);
+            return Seen::New;
         }
-        self.above.insert(seq);
-        self.collapse();
-        let mut skipped = 0;
-        while self.above.len() > MAX_ABOVE {
-            let lowest = *self.above.first().expect("non-empty");
-            skipped += lowest - self.contiguous_upto - 1;
-            self.contiguous_upto = lowest - 1;
-            self.collapse();
-        }
-        if skipped > 0 {
-            Seen::NewSkippingGap(skipped)
+        let age = self.high - seq;
+        if age >= WINDOW {
+            Seen::TooOld
+        } else if self.bit(age) {
+            Seen::Duplicate
         } else {
+            self.set(age);
             Seen::New
         }
     }
 
-    fn collapse(&mut self) {
-        while self.above.first() == Some(&(self.contiguous_upto + 1)) {
-            self.above.pop_first();
-            self.contiguous_upto += 1;
+    /// The bitmap as stored: big-endian words, 128 bytes.
+    pub fn bits_bytes(&self) -> Vec<u8> {
+        self.bits.iter().flat_map(|w| w.to_be_bytes()).collect()
+    }
+
+    /// Rebuilds a stored window; `None` if the bitmap is not 128 bytes.
+    pub fn from_stored(high: u64, bytes: &[u8]) -> Option<Window> {
+        if bytes.len() != WORDS * 8 {
+            return None;
         }
+        let mut bits = [0; WORDS];
+        for (word, chunk) in bits.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+        }
+        Some(Window { high, bits })
     }
 }
 
@@ -92,9 +121,14 @@ impl Windows {
 
     pub fn insert(&mut self, edge: &str, epoch: u64, seq: u64) -> Seen {
         let key = (edge.to_owned(), epoch);
-        let window = self.windows.entry(key.clone()).or_insert_with(|| Window::first_sight(seq));
-        let seen = window.insert(seq);
-        if seen != Seen::Duplicate {
+        let seen = match self.windows.get_mut(&key) {
+            Some(window) => window.insert(seq),
+            None => {
+                self.windows.insert(key.clone(), Window::first(seq));
+                Seen::New
+            }
+        };
+        if seen == Seen::New {
             self.dirty.insert(key);
         }
         seen
@@ -115,39 +149,37 @@ impl Windows {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
-    fn in_order_seqs_collapse_into_the_watermark() {
-        let mut w = Window::default();
-        for seq in 1..=100 {
+    fn in_order_seqs_are_new_once() {
+        let mut w = Window::first(1);
+        for seq in 2..=3000 {
             assert_eq!(w.insert(seq), Seen::New);
         }
-        assert_eq!(w, Window { contiguous_upto: 100, above: BTreeSet::new() });
-        assert_eq!(w.insert(57), Seen::Duplicate);
+        assert_eq!(w.insert(3000), Seen::Duplicate);
+        assert_eq!(w.insert(3000 - WINDOW + 1), Seen::Duplicate);
+        assert_eq!(w.insert(3000 - WINDOW), Seen::TooOld);
     }
 
     #[test]
-    fn out_of_order_retries_count_once() {
-        let mut w = Window::default();
-        for seq in [1, 2, 4, 5, 3, 4, 3, 6] {
-            let expected = if [4, 3].contains(&seq) && w.contains(seq) { Seen::Duplicate } else { Seen::New };
-            assert_eq!(w.insert(seq), expected, "seq {seq}");
-        }
-        assert_eq!(w.contiguous_upto, 6);
-        assert!(w.above.is_empty());
+    fn gaps_and_late_retries() {
+        let mut w = Window::first(5);
+        assert_eq!(w.insert(1028), Seen::New, "a restart reserved a new seq range");
+        assert_eq!(w.insert(7), Seen::New, "a late retry inside the window");
+        assert_eq!(w.insert(7), Seen::Duplicate);
+        assert_eq!(w.insert(5), Seen::Duplicate);
+        assert_eq!(w.insert(4), Seen::TooOld);
     }
 
     #[test]
-    fn a_gap_that_never_fills_is_bounded_and_reported() {
-        let mut w = Window::default();
-        assert_eq!(w.insert(1), Seen::New);
-        // Seq 2 never arrives.
-        for seq in 3..3 + MAX_ABOVE as u64 {
-            assert_eq!(w.insert(seq), Seen::New);
+    fn stored_form_round_trips() {
+        let mut w = Window::first(100);
+        for seq in [90, 99, 150, 37] {
+            w.insert(seq);
         }
-        assert_eq!(w.insert(3 + MAX_ABOVE as u64), Seen::NewSkippingGap(1));
-        assert_eq!(w.contiguous_upto, 3 + MAX_ABOVE as u64);
-        assert!(w.above.is_empty());
+        assert_eq!(Window::from_stored(w.high, &w.bits_bytes()), Some(w));
+        assert_eq!(Window::from_stored(1, &[0; 3]), None);
     }
 
     #[test]
@@ -156,11 +188,30 @@ mod tests {
         assert_eq!(ws.insert("edge-a", 7, 1), Seen::New);
         assert_eq!(ws.insert("edge-a", 7, 1), Seen::Duplicate);
         assert_eq!(ws.insert("edge-b", 7, 5000), Seen::New);
-        let dirty = ws.dirty();
-        assert_eq!(dirty.len(), 2);
-        assert_eq!(dirty[1].1.contiguous_upto, 5000 - FIRST_SIGHT_SLACK - 1);
+        assert_eq!(ws.dirty().len(), 2);
         ws.clear_dirty();
         assert!(ws.dirty().is_empty());
-        assert_eq!(ws.insert("edge-b", 7, 4990), Seen::New, "within the first-sight slack");
+        assert_eq!(ws.insert("edge-b", 7, 4990), Seen::New);
+        assert_eq!(ws.dirty().len(), 1);
+    }
+
+    proptest! {
+        /// Against a plain set: any delivery order within the window.
+        #[test]
+        fn agrees_with_a_set(seqs in proptest::collection::vec(1u64..3000, 1..400)) {
+            let mut w = Window::first(seqs[0]);
+            let mut seen = std::collections::BTreeSet::from([seqs[0]]);
+            for &seq in &seqs[1..] {
+                let high = *seen.last().unwrap();
+                let expected = if seq + WINDOW <= high {
+                    Seen::TooOld
+                } else if seen.insert(seq) {
+                    Seen::New
+                } else {
+                    Seen::Duplicate
+                };
+                prop_assert_eq!(w.insert(seq), expected, "seq {}", seq);
+            }
+        }
     }
 }

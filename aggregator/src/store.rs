@@ -125,20 +125,18 @@ impl Shard {
     pub async fn windows(&self) -> Result<Vec<((String, u64), Window)>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT edge_id, epoch, contiguous_upto, above FROM sluice_dedup", &[])
+            .query("SELECT edge_id, epoch, high_seq, recent FROM sluice_dedup", &[])
             .await
             .map_err(self.db())?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let above: Vec<i64> = row.get(3);
-                let window = Window {
-                    contiguous_upto: row.get::<_, i64>(2) as u64,
-                    above: above.into_iter().map(|s| s as u64).collect(),
-                };
-                ((row.get(0), row.get::<_, i64>(1) as u64), window)
-            })
-            .collect())
+        let mut windows = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (edge, epoch, high): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
+            match Window::from_stored(high as u64, row.get(3)) {
+                Some(window) => windows.push(((edge, epoch as u64), window)),
+                None => tracing::error!(shard = self.name, edge, epoch, "corrupt dedup row ignored"),
+            }
+        }
+        Ok(windows)
     }
 
     /// Writes one flush; see the module doc. `known` holds the positions this
@@ -203,15 +201,14 @@ impl Shard {
             .map_err(self.db())?;
 
         for ((edge, epoch), window) in windows {
-            let above: Vec<i64> = window.above.iter().map(|&s| s as i64).collect();
             tx.execute(
-                "INSERT INTO sluice_dedup (edge_id, epoch, contiguous_upto, above)
+                "INSERT INTO sluice_dedup (edge_id, epoch, high_seq, recent)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (edge_id, epoch) DO UPDATE SET
-                     contiguous_upto = EXCLUDED.contiguous_upto,
-                     above = EXCLUDED.above,
+                     high_seq = EXCLUDED.high_seq,
+                     recent = EXCLUDED.recent,
                      updated_at = now()",
-                &[edge, &(*epoch as i64), &(window.contiguous_upto as i64), &above],
+                &[edge, &(*epoch as i64), &(window.high as i64), &window.bits_bytes()],
             )
             .await
             .map_err(self.db())?;

@@ -26,16 +26,16 @@ CREATE TABLE sluice_positions (
     PRIMARY KEY (topic, partition)
 );
 
--- Which batches this shard has applied, per shipper epoch: every seq up to
--- contiguous_upto, plus the sparse set above it. A batch Kafka holds twice
--- (a shipper retry, a re-produce) is applied once. Seqs are u64 on the wire
--- and stored as their two's-complement bigint.
+-- Which batches this shard has applied, per shipper epoch: the highest seq
+-- and a 1024-bit map of the seqs just below it (see src/dedup.rs). A batch
+-- Kafka holds twice (a shipper retry, a re-produce) is applied once. Seqs
+-- and epochs are u64 on the wire, stored as their two's-complement bigint.
 CREATE TABLE sluice_dedup (
-    edge_id         text        NOT NULL,
-    epoch           bigint      NOT NULL,
-    contiguous_upto bigint      NOT NULL,
-    above           bigint[]    NOT NULL DEFAULT '{}',
-    updated_at      timestamptz NOT NULL DEFAULT now(),
+    edge_id    text        NOT NULL,
+    epoch      bigint      NOT NULL,
+    high_seq   bigint      NOT NULL,
+    recent     bytea       NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (edge_id, epoch)
 );
 
