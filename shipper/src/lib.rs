@@ -1,1 +1,155 @@
-//! placeholder
+//! # shipper — the Sluice edge agent
+//!
+//! Runs beside nginx, tails its access logs and ships every request to
+//! ingest as a [`schemas::Record`], in batches, over one mutual-TLS
+//! connection. The stages, one module each, in the order a line flows:
+//!
+//! ```text
+//!  access.log ──▶ tail ──▶ format ──▶ pipeline (batch) ──▶ checkpoint (spool)
+//!                 lines    Record     sealed blob + offsets     │
+//!                                         │                     │ acked seqs
+//!                                         ▼                     │
+//!                                     transport ──TLS──▶ ingest ┘
+//! ```
+//!
+//! * [`config`] — the TOML file, checked.
+//! * [`tail`] — complete lines from files matched by globs, with offsets;
+//!   rotation and truncation.
+//! * [`format`] — compiles nginx's `log_format` into a line parser.
+//! * [`pipeline`] — the reading thread: parse, encode into a batch, seal,
+//!   bound the unacknowledged window.
+//! * [`checkpoint`] — the [`checkpoint::Spool`] seam and its first
+//!   implementation: identities and file offsets, persisted once acked.
+//! * [`transport`] — the persistent connection: window, ACK/NACK, resends,
+//!   reconnects with backoff and failover.
+//! * [`dead_letter`], [`metrics`], [`http`] — what operators see.
+//!
+//! Threads: the pipeline does blocking file I/O and fsyncs on a thread of its
+//! own; the transport and the HTTP endpoint are tasks on the tokio runtime.
+//! They talk over channels only: sealed batches go to the transport, answers
+//! come back as [`pipeline::Control`] messages.
+//!
+//! Delivery is at-least-once: a batch keeps its identity across resends (the
+//! aggregator drops duplicates), and lines whose batch was never acknowledged
+//! are read again after a restart (in a new batch).
+
+pub mod checkpoint;
+pub mod config;
+pub mod dead_letter;
+pub mod format;
+pub mod http;
+pub mod metrics;
+pub mod pipeline;
+pub mod tail;
+pub mod transport;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use checkpoint::{Checkpointer, Spool, SpoolError};
+use config::Config;
+use dead_letter::DeadLetter;
+use format::{FormatError, LineParser};
+use metrics::Metrics;
+use pipeline::{Control, Pipeline, PipelineError};
+use tail::Tailer;
+use transport::{Settings, TlsConnect, Transport, TransportError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("input.log_format: {0}")]
+    Format(#[from] FormatError),
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    #[error("spool: {0}")]
+    Spool(#[from] SpoolError),
+    #[error("metrics.listen {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("pipeline: {0}")]
+    Pipeline(#[from] PipelineError),
+    #[error("the pipeline thread failed: {0}")]
+    Crashed(String),
+}
+
+/// Runs the shipper until `shutdown` completes (or the pipeline fails), then
+/// stops as [`pipeline`] describes: seal, wait up to 5 s for acks, persist.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let format = config.log_format()?;
+    let connector = TlsConnect::new(&config.transport)?;
+    let dir = config.spool.dir.clone();
+    let spool = tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
+        .await
+        .map_err(|e| RunError::Crashed(e.to_string()))??;
+    let addr = config.metrics.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })?;
+    tracing::info!(%addr, "serving /metrics and /health");
+
+    let (batches_tx, batches_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (control_tx, control_rx) = std::sync::mpsc::channel();
+    let transport = Transport::new(
+        connector,
+        Settings::from(&config.transport),
+        metrics.clone(),
+        batches_rx,
+        control_tx.clone(),
+    );
+    let mut transport_task = tokio::spawn(transport.run());
+    let http_metrics = metrics.clone();
+    let http_task = tokio::spawn(async move {
+        if let Err(e) = http::serve(listener, http_metrics).await {
+            tracing::error!("metrics endpoint stopped: {e}");
+        }
+    });
+
+    let tailer = Tailer::new(
+        config.input.paths.clone(),
+        config.input.start_at,
+        &spool.recovered().offsets,
+        metrics.clone(),
+    );
+    let pipeline = Pipeline::new(
+        tailer,
+        LineParser::new(format, config.zones.clone()),
+        Box::new(spool) as Box<dyn Spool>,
+        DeadLetter::new(&config.spool.dir),
+        config.batch.clone(),
+        config.transport.window,
+        control_rx,
+        batches_tx,
+        metrics,
+    );
+    let mut pipeline_task = tokio::task::spawn_blocking(move || pipeline.run());
+    tracing::info!(paths = ?config.input.paths, endpoints = ?config.transport.endpoints, "shipper running");
+
+    let result = tokio::select! {
+        result = &mut pipeline_task => result,
+        () = shutdown => {
+            tracing::info!("shutdown requested");
+            // The pipeline may already be gone; its result says why.
+            let _ = control_tx.send(Control::Shutdown);
+            pipeline_task.await
+        }
+    };
+    drop(control_tx);
+    // The pipeline has closed the batch channel: the transport ends on its own.
+    if tokio::time::timeout(Duration::from_secs(1), &mut transport_task)
+        .await
+        .is_err()
+    {
+        transport_task.abort();
+    }
+    http_task.abort();
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(RunError::Crashed(e.to_string())),
+    }
+}
