@@ -56,21 +56,35 @@ impl IntoResponse for ApiError {
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
     tracing::error!("API: {e}");
-    ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("storage unavailable: {e}"))
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("storage unavailable: {e}"),
+    )
 }
 
 async fn metrics(State(state): State<Arc<ApiState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<Grant, ApiError> {
-    let unauthorized = || ApiError(StatusCode::UNAUTHORIZED, "a valid bearer token is required".into());
+    let unauthorized = || {
+        ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required".into(),
+        )
+    };
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(unauthorized)?;
-    tokens::lookup(&state.shards[0], token.trim()).await.map_err(internal)?.ok_or_else(unauthorized)
+    tokens::lookup(&state.shards[0], token.trim())
+        .await
+        .map_err(internal)?
+        .ok_or_else(unauthorized)
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,10 +98,13 @@ fn parse_instant(value: &str, now: SystemTime) -> Result<SystemTime, String> {
     if let Ok(minutes) = value.parse::<i64>() {
         return match minutes {
             m if m <= 0 => Ok(now - Duration::from_secs(m.unsigned_abs() * 60)),
-            _ => Err(format!("relative time {value} must be zero or negative minutes")),
+            _ => Err(format!(
+                "relative time {value} must be zero or negative minutes"
+            )),
         };
     }
-    humantime::parse_rfc3339_weak(value).map_err(|e| format!("{value:?} is neither RFC 3339 nor negative minutes: {e}"))
+    humantime::parse_rfc3339_weak(value)
+        .map_err(|e| format!("{value:?} is neither RFC 3339 nor negative minutes: {e}"))
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -102,7 +119,10 @@ async fn dashboard(
 ) -> Result<Json<Value>, ApiError> {
     let grant = authorize(&state, &headers).await?;
     if !grant.may_read_zone(&zone) {
-        return Err(ApiError(StatusCode::FORBIDDEN, format!("this token may not read zone {zone}")));
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("this token may not read zone {zone}"),
+        ));
     }
     let now = SystemTime::now();
     let bad = |e: String| ApiError(StatusCode::BAD_REQUEST, e);
@@ -160,8 +180,14 @@ mod tests {
     #[test]
     fn relative_and_absolute_instants() {
         let now = humantime::parse_rfc3339("2026-11-22T12:00:00Z").unwrap();
-        assert_eq!(rfc3339(parse_instant("-60", now).unwrap()), "2026-11-22T11:00:00Z");
-        assert_eq!(rfc3339(parse_instant("2026-11-22T10:30:00Z", now).unwrap()), "2026-11-22T10:30:00Z");
+        assert_eq!(
+            rfc3339(parse_instant("-60", now).unwrap()),
+            "2026-11-22T11:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(parse_instant("2026-11-22T10:30:00Z", now).unwrap()),
+            "2026-11-22T10:30:00Z"
+        );
         assert!(parse_instant("5", now).unwrap_err().contains("negative"));
         assert!(parse_instant("yesterday", now).is_err());
     }

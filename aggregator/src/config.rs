@@ -72,13 +72,17 @@ fn default_listen() -> SocketAddr {
 
 impl Default for FlushConfig {
     fn default() -> Self {
-        FlushConfig { interval_ms: default_flush_ms() }
+        FlushConfig {
+            interval_ms: default_flush_ms(),
+        }
     }
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        ApiConfig { listen: default_listen() }
+        ApiConfig {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -91,9 +95,15 @@ impl FlushConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: String, source: toml::de::Error },
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
 }
@@ -101,19 +111,32 @@ pub enum ConfigError {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
         Config::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse { path: shown, source },
-            ConfigError::Invalid { reason, .. } => ConfigError::Invalid { path: shown, reason },
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: shown,
+                source,
+            },
+            ConfigError::Invalid { reason, .. } => ConfigError::Invalid {
+                path: shown,
+                reason,
+            },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: String::new(), source })?;
-        config.validate().map_err(|reason| ConfigError::Invalid { path: String::new(), reason })?;
+        let config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            path: String::new(),
+            source,
+        })?;
+        config.validate().map_err(|reason| ConfigError::Invalid {
+            path: String::new(),
+            reason,
+        })?;
         Ok(config)
     }
 
@@ -154,7 +177,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = Config::parse(&MINIMAL.replace("[kafka]", "[kafka]\nbootstrapp = 1")).unwrap_err();
+        let err =
+            Config::parse(&MINIMAL.replace("[kafka]", "[kafka]\nbootstrapp = 1")).unwrap_err();
         assert!(err.to_string().contains("bootstrapp"), "{err}");
     }
 

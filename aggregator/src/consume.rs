@@ -46,9 +46,21 @@ use crate::store::{Shard, StoreError};
 /// What the consumer thread tells the core.
 #[derive(Debug)]
 enum Event {
-    Message { gen: u64, partition: i32, offset: i64, edge: String, blob: Vec<u8> },
-    Assigned { partitions: Vec<i32>, reply: oneshot::Sender<Seek> },
-    Revoking { partitions: Vec<i32>, reply: oneshot::Sender<()> },
+    Message {
+        gen: u64,
+        partition: i32,
+        offset: i64,
+        edge: String,
+        blob: Vec<u8>,
+    },
+    Assigned {
+        partitions: Vec<i32>,
+        reply: oneshot::Sender<Seek>,
+    },
+    Revoking {
+        partitions: Vec<i32>,
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// Where to (re)start partitions, and the generation tag of what follows.
@@ -71,8 +83,15 @@ impl ConsumerContext for Context {
         if let Rebalance::Revoke(tpl) = rebalance {
             let (reply, done) = oneshot::channel();
             let partitions = partitions_of(tpl);
-            info!(?partitions, "partitions revoked; flushing before giving them up");
-            if self.events.blocking_send(Event::Revoking { partitions, reply }).is_ok() {
+            info!(
+                ?partitions,
+                "partitions revoked; flushing before giving them up"
+            );
+            if self
+                .events
+                .blocking_send(Event::Revoking { partitions, reply })
+                .is_ok()
+            {
                 let _ = done.blocking_recv();
             }
         }
@@ -84,10 +103,16 @@ impl ConsumerContext for Context {
                 let partitions = partitions_of(tpl);
                 info!(?partitions, "partitions assigned; loading stored positions");
                 let (reply, seek) = oneshot::channel();
-                if self.events.blocking_send(Event::Assigned { partitions, reply }).is_err() {
+                if self
+                    .events
+                    .blocking_send(Event::Assigned { partitions, reply })
+                    .is_err()
+                {
                     return;
                 }
-                let Ok(seek) = seek.blocking_recv() else { return };
+                let Ok(seek) = seek.blocking_recv() else {
+                    return;
+                };
                 let tpl = self.offsets_tpl(&seek);
                 if let Err(e) = consumer.assign(&tpl) {
                     error!("assigning partitions at their stored positions failed: {e}");
@@ -129,17 +154,27 @@ impl Running {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(thread) = self.thread.take() {
-            tokio::task::spawn_blocking(move || thread.join()).await?.ok();
+            tokio::task::spawn_blocking(move || thread.join())
+                .await?
+                .ok();
         }
         self.core.await?
     }
 }
 
 /// Starts the consumer thread and the core.
-pub fn start(config: &Config, shards: Arc<Vec<Shard>>, metrics: Arc<Metrics>) -> anyhow::Result<Running> {
+pub fn start(
+    config: &Config,
+    shards: Arc<Vec<Shard>>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Running> {
     let (events_tx, events_rx) = mpsc::channel(1024);
     let (seek_tx, seek_rx) = std::sync::mpsc::channel::<Seek>();
-    let context = Context { events: events_tx, topic: config.kafka.topic.clone(), gen: AtomicU64::new(0) };
+    let context = Context {
+        events: events_tx,
+        topic: config.kafka.topic.clone(),
+        gen: AtomicU64::new(0),
+    };
     let consumer: BaseConsumer<Context> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.bootstrap)
         .set("group.id", &config.kafka.group_id)
@@ -169,10 +204,18 @@ pub fn start(config: &Config, shards: Arc<Vec<Shard>>, metrics: Arc<Metrics>) ->
     };
     let interval = config.flush.interval();
     let core = tokio::spawn(core.run(events_rx, interval));
-    Ok(Running { stop, thread: Some(thread), core })
+    Ok(Running {
+        stop,
+        thread: Some(thread),
+        core,
+    })
 }
 
-fn poll_loop(consumer: BaseConsumer<Context>, seeks: std::sync::mpsc::Receiver<Seek>, stop: Arc<AtomicBool>) {
+fn poll_loop(
+    consumer: BaseConsumer<Context>,
+    seeks: std::sync::mpsc::Receiver<Seek>,
+    stop: Arc<AtomicBool>,
+) {
     while !stop.load(Ordering::SeqCst) {
         while let Ok(seek) = seeks.try_recv() {
             let tpl = consumer.context().offsets_tpl(&seek);
@@ -204,7 +247,12 @@ fn poll_loop(consumer: BaseConsumer<Context>, seeks: std::sync::mpsc::Receiver<S
     // with a last flush.
     consumer.unsubscribe();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && !consumer.assignment().map(|a| a.count() == 0).unwrap_or(true) {
+    while Instant::now() < deadline
+        && !consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true)
+    {
         consumer.poll(Duration::from_millis(100));
     }
 }
@@ -221,7 +269,11 @@ struct ShardState {
 impl ShardState {
     /// The offset from which this shard still needs messages of `partition`.
     fn next_needed(&self, partition: i32) -> Option<i64> {
-        self.pending.positions.get(&partition).or_else(|| self.stored.get(&partition)).copied()
+        self.pending
+            .positions
+            .get(&partition)
+            .or_else(|| self.stored.get(&partition))
+            .copied()
     }
 }
 
@@ -237,7 +289,11 @@ struct Core {
 }
 
 impl Core {
-    async fn run(mut self, mut events: mpsc::Receiver<Event>, interval: Duration) -> anyhow::Result<()> {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Event>,
+        interval: Duration,
+    ) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -255,7 +311,13 @@ impl Core {
 
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Message { gen, partition, offset, edge, blob } => {
+            Event::Message {
+                gen,
+                partition,
+                offset,
+                edge,
+                blob,
+            } => {
                 if gen == self.gen && self.assigned.contains(&partition) {
                     self.apply(partition, offset, &edge, &blob);
                 }
@@ -300,7 +362,10 @@ impl Core {
         };
         let mut wanted = vec![false; self.states.len()];
         for (shard, state) in self.states.iter_mut().enumerate() {
-            if state.next_needed(partition).is_some_and(|next| offset < next) {
+            if state
+                .next_needed(partition)
+                .is_some_and(|next| offset < next)
+            {
                 continue;
             }
             state.pending.positions.insert(partition, offset + 1);
@@ -334,21 +399,28 @@ impl Core {
     async fn flush(&mut self) {
         let topic = &self.topic;
         let started = Instant::now();
-        let results = futures::future::join_all(self.shards.iter().zip(self.states.iter_mut()).map(
-            |(shard, state)| async move {
-                let windows = state.windows.dirty();
-                if state.pending.is_empty() && windows.is_empty() {
-                    return Ok(0);
-                }
-                let rows = shard.flush(topic, &state.pending, &state.stored, &windows).await?;
-                state.stored.extend(std::mem::take(&mut state.pending.positions));
-                state.pending.rows.clear();
-                state.windows.clear_dirty();
-                Ok::<_, StoreError>(rows)
-            },
-        ))
-        .await;
-        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        let results =
+            futures::future::join_all(self.shards.iter().zip(self.states.iter_mut()).map(
+                |(shard, state)| async move {
+                    let windows = state.windows.dirty();
+                    if state.pending.is_empty() && windows.is_empty() {
+                        return Ok(0);
+                    }
+                    let rows = shard
+                        .flush(topic, &state.pending, &state.stored, &windows)
+                        .await?;
+                    state
+                        .stored
+                        .extend(std::mem::take(&mut state.pending.positions));
+                    state.pending.rows.clear();
+                    state.windows.clear_dirty();
+                    Ok::<_, StoreError>(rows)
+                },
+            ))
+            .await;
+        self.metrics
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut fenced = false;
         for result in results {
             match result {
@@ -387,7 +459,10 @@ impl Core {
                 let mut backoff = Duration::from_millis(200);
                 loop {
                     let load = async {
-                        Ok::<_, StoreError>((shard.positions(topic, partitions).await?, shard.windows().await?))
+                        Ok::<_, StoreError>((
+                            shard.positions(topic, partitions).await?,
+                            shard.windows().await?,
+                        ))
                     };
                     match load.await {
                         Ok(loaded) => return loaded,
@@ -413,11 +488,19 @@ impl Core {
         let offsets = partitions
             .iter()
             .map(|&p| {
-                let lowest = self.states.iter().map(|s| s.stored.get(&p).copied()).min().flatten();
+                let lowest = self
+                    .states
+                    .iter()
+                    .map(|s| s.stored.get(&p).copied())
+                    .min()
+                    .flatten();
                 (p, lowest)
             })
             .collect();
-        let seek = Seek { gen: self.gen, offsets };
+        let seek = Seek {
+            gen: self.gen,
+            offsets,
+        };
         info!(?seek, "resuming from the shards' stored positions");
         seek
     }

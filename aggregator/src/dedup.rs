@@ -65,8 +65,14 @@ impl Window {
         for i in (0..WORDS).rev() {
             let from = i.checked_sub(words);
             let hi = from.map_or(0, |f| self.bits[f]);
-            let lo = from.and_then(|f| f.checked_sub(1)).map_or(0, |f| self.bits[f]);
-            self.bits[i] = if bits == 0 { hi } else { (hi << bits) | (lo >> (64 - bits)) };
+            let lo = from
+                .and_then(|f| f.checked_sub(1))
+                .map_or(0, |f| self.bits[f]);
+            self.bits[i] = if bits == 0 {
+                hi
+            } else {
+                (hi << bits) | (lo >> (64 - bits))
+            };
         }
     }
 
@@ -116,7 +122,10 @@ pub struct Windows {
 
 impl Windows {
     pub fn from_stored(rows: impl IntoIterator<Item = ((String, u64), Window)>) -> Self {
-        Windows { windows: rows.into_iter().collect(), dirty: BTreeSet::new() }
+        Windows {
+            windows: rows.into_iter().collect(),
+            dirty: BTreeSet::new(),
+        }
     }
 
     pub fn insert(&mut self, edge: &str, epoch: u64, seq: u64) -> Seen {
@@ -137,7 +146,10 @@ impl Windows {
     /// The windows changed since the last [`clear_dirty`](Self::clear_dirty),
     /// to be written in the next flush.
     pub fn dirty(&self) -> Vec<((String, u64), Window)> {
-        self.dirty.iter().map(|key| (key.clone(), self.windows[key].clone())).collect()
+        self.dirty
+            .iter()
+            .map(|key| (key.clone(), self.windows[key].clone()))
+            .collect()
     }
 
     /// Called once a flush holding [`dirty`](Self::dirty) has committed.
@@ -165,7 +177,11 @@ mod tests {
     #[test]
     fn gaps_and_late_retries() {
         let mut w = Window::first(5);
-        assert_eq!(w.insert(1028), Seen::New, "a restart reserved a new seq range");
+        assert_eq!(
+            w.insert(1028),
+            Seen::New,
+            "a restart reserved a new seq range"
+        );
         assert_eq!(w.insert(7), Seen::New, "a late retry inside the window");
         assert_eq!(w.insert(7), Seen::Duplicate);
         assert_eq!(w.insert(5), Seen::Duplicate);

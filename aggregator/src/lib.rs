@@ -35,6 +35,10 @@ use store::{Shard, StoreError};
 
 /// Opens a pool for every configured shard (connections are made lazily).
 pub fn connect_shards(config: &Config) -> Result<Arc<Vec<Shard>>, StoreError> {
-    let shards = config.shards.iter().map(|s| Shard::connect(&s.name, &s.dsn)).collect::<Result<_, _>>()?;
+    let shards = config
+        .shards
+        .iter()
+        .map(|s| Shard::connect(&s.name, &s.dsn))
+        .collect::<Result<_, _>>()?;
     Ok(Arc::new(shards))
 }

@@ -14,7 +14,10 @@ use clap::{Parser, Subcommand};
 use tracing::info;
 
 #[derive(Parser)]
-#[command(version, about = "Sluice aggregator: Kafka → exactly-once rollups in sharded PostgreSQL, and the query API")]
+#[command(
+    version,
+    about = "Sluice aggregator: Kafka → exactly-once rollups in sharded PostgreSQL, and the query API"
+)]
 struct Cli {
     /// Configuration file (TOML).
     #[arg(long, short, default_value = "aggregator.toml")]
@@ -78,12 +81,24 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}: applied migrations {applied:?}", shard.name);
             }
         }
-        Command::Token(TokenCommand::Create { zones, security, admin }) => {
+        Command::Token(TokenCommand::Create {
+            zones,
+            security,
+            admin,
+        }) => {
             if zones.is_empty() && !security && !admin {
                 bail!("say what the token may read: --zone Z (repeatable), --security or --admin");
             }
             let shards = connect_shards(&config)?;
-            let token = tokens::create(&shards[0], &Grant { zones, security, admin }).await?;
+            let token = tokens::create(
+                &shards[0],
+                &Grant {
+                    zones,
+                    security,
+                    admin,
+                },
+            )
+            .await?;
             println!("{token}");
         }
         Command::Run => run(config).await?,
@@ -104,7 +119,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding the API to {}", config.api.listen))?;
     info!("API listening on http://{}", config.api.listen);
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     info!("shutting down: flushing what is pending");
     consumer.stop().await
 }

@@ -34,23 +34,50 @@ impl Metrics {
             registry: Registry::default(),
         };
         let m = &metrics;
-        registry.register("records_consumed", "Records applied from Kafka", m.records_consumed.clone());
-        registry.register("batches_consumed", "Batches applied from Kafka", m.batches_consumed.clone());
+        registry.register(
+            "records_consumed",
+            "Records applied from Kafka",
+            m.records_consumed.clone(),
+        );
+        registry.register(
+            "batches_consumed",
+            "Batches applied from Kafka",
+            m.batches_consumed.clone(),
+        );
         registry.register(
             "batches_deduplicated",
             "Batches skipped on a shard that had applied their identity",
             m.batches_deduplicated.clone(),
         );
-        registry.register("batches_invalid", "Kafka messages that did not decode", m.batches_invalid.clone());
-        registry.register("rows_upserted", "Rollup rows written", m.rows_upserted.clone());
-        registry.register("flush_errors", "Shard flushes that failed and will be retried", m.flush_errors.clone());
+        registry.register(
+            "batches_invalid",
+            "Kafka messages that did not decode",
+            m.batches_invalid.clone(),
+        );
+        registry.register(
+            "rows_upserted",
+            "Rollup rows written",
+            m.rows_upserted.clone(),
+        );
+        registry.register(
+            "flush_errors",
+            "Shard flushes that failed and will be retried",
+            m.flush_errors.clone(),
+        );
         registry.register(
             "restarts",
             "Reloads of positions from the shards (assignments, fenced flushes)",
             m.restarts.clone(),
         );
-        registry.register("flush_seconds", "Time to flush all shards", m.flush_seconds.clone());
-        Metrics { registry, ..metrics }
+        registry.register(
+            "flush_seconds",
+            "Time to flush all shards",
+            m.flush_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
     }
 
     /// The Prometheus text exposition of every metric.

@@ -65,11 +65,34 @@ mod tests {
     #[test]
     fn records_of_one_zone_and_minute_merge() {
         let mut p = Pending::default();
-        let r = Record { zone: "a.example", response_bytes: 10, timestamp_ns: 61 * 1_000_000_000, ..Record::default() };
+        let r = Record {
+            zone: "a.example",
+            response_bytes: 10,
+            timestamp_ns: 61 * 1_000_000_000,
+            ..Record::default()
+        };
         p.add(&r);
-        p.add(&Record { response_bytes: 5, ..r.clone() });
-        p.add(&Record { zone: "b.example", ..r.clone() });
-        assert_eq!(p.rows[&("a.example".to_owned(), 1)], Counters { requests: 2, bytes: 15 });
-        assert_eq!(p.rows[&("b.example".to_owned(), 1)], Counters { requests: 1, bytes: 10 });
+        p.add(&Record {
+            response_bytes: 5,
+            ..r.clone()
+        });
+        p.add(&Record {
+            zone: "b.example",
+            ..r.clone()
+        });
+        assert_eq!(
+            p.rows[&("a.example".to_owned(), 1)],
+            Counters {
+                requests: 2,
+                bytes: 15
+            }
+        );
+        assert_eq!(
+            p.rows[&("b.example".to_owned(), 1)],
+            Counters {
+                requests: 1,
+                bytes: 10
+            }
+        );
     }
 }

@@ -17,7 +17,9 @@ pub struct ShardMap {
 
 impl ShardMap {
     pub fn new(names: impl IntoIterator<Item = String>) -> Self {
-        ShardMap { names: names.into_iter().collect() }
+        ShardMap {
+            names: names.into_iter().collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -73,7 +75,10 @@ mod tests {
         let mut moved = 0;
         for i in 0..10_000 {
             let zone = format!("zone{i}.example");
-            let (old, new) = (before.name(before.shard_of(&zone)), after.name(after.shard_of(&zone)));
+            let (old, new) = (
+                before.name(before.shard_of(&zone)),
+                after.name(after.shard_of(&zone)),
+            );
             if old != new {
                 assert_eq!(new, "s3", "{zone} moved between old shards");
                 moved += 1;
@@ -86,7 +91,12 @@ mod tests {
     #[test]
     fn zones_spread_over_all_shards() {
         let m = map(&["shard0", "shard1"]);
-        let on_first = (0..1000).filter(|i| m.shard_of(&format!("z{i}")) == 0).count();
-        assert!((400..600).contains(&on_first), "{on_first} of 1000 on shard0");
+        let on_first = (0..1000)
+            .filter(|i| m.shard_of(&format!("z{i}")) == 0)
+            .count();
+        assert!(
+            (400..600).contains(&on_first),
+            "{on_first} of 1000 on shard0"
+        );
     }
 }

@@ -28,13 +28,20 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("sql/0001_foundation.sql")
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("shard {shard}: {source}")]
-    Db { shard: String, source: tokio_postgres::Error },
+    Db {
+        shard: String,
+        source: tokio_postgres::Error,
+    },
     #[error("shard {shard}: no connection: {reason}")]
     Pool { shard: String, reason: String },
     #[error("shard {shard}: bad DSN: {reason}")]
     Dsn { shard: String, reason: String },
     #[error("shard {shard}: partition {partition} was moved by another consumer (expected {expected:?})")]
-    Fenced { shard: String, partition: i32, expected: Option<i64> },
+    Fenced {
+        shard: String,
+        partition: i32,
+        expected: Option<i64>,
+    },
 }
 
 /// One shard's connection pool.
@@ -47,29 +54,47 @@ pub type Client = deadpool_postgres::Object;
 
 impl Shard {
     pub fn connect(name: &str, dsn: &str) -> Result<Shard, StoreError> {
-        let pg: tokio_postgres::Config = dsn
-            .parse()
-            .map_err(|e: tokio_postgres::Error| StoreError::Dsn { shard: name.to_owned(), reason: e.to_string() })?;
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pg: tokio_postgres::Config =
+            dsn.parse()
+                .map_err(|e: tokio_postgres::Error| StoreError::Dsn {
+                    shard: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
         let pool = Pool::builder(manager)
             .max_size(8)
             .wait_timeout(Some(Duration::from_secs(10)))
             .create_timeout(Some(Duration::from_secs(5)))
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
-            .map_err(|e| StoreError::Pool { shard: name.to_owned(), reason: e.to_string() })?;
-        Ok(Shard { name: name.to_owned(), pool })
+            .map_err(|e| StoreError::Pool {
+                shard: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        Ok(Shard {
+            name: name.to_owned(),
+            pool,
+        })
     }
 
     pub async fn client(&self) -> Result<Client, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Pool { shard: self.name.clone(), reason: e.to_string() })
+        self.pool.get().await.map_err(|e| StoreError::Pool {
+            shard: self.name.clone(),
+            reason: e.to_string(),
+        })
     }
 
     fn db(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
-        |source| StoreError::Db { shard: self.name.clone(), source }
+        |source| StoreError::Db {
+            shard: self.name.clone(),
+            source,
+        }
     }
 
     /// Applies every migration this shard lacks. Safe to run concurrently:
@@ -98,9 +123,12 @@ impl Shard {
                 continue;
             }
             tx.batch_execute(sql).await.map_err(self.db())?;
-            tx.execute("INSERT INTO sluice_migrations (version) VALUES ($1)", &[version])
-                .await
-                .map_err(self.db())?;
+            tx.execute(
+                "INSERT INTO sluice_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await
+            .map_err(self.db())?;
             applied.push(*version);
         }
         tx.commit().await.map_err(self.db())?;
@@ -108,7 +136,11 @@ impl Shard {
     }
 
     /// Stored positions of the given partitions.
-    pub async fn positions(&self, topic: &str, partitions: &[i32]) -> Result<BTreeMap<i32, i64>, StoreError> {
+    pub async fn positions(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -125,7 +157,10 @@ impl Shard {
     pub async fn windows(&self) -> Result<Vec<((String, u64), Window)>, StoreError> {
         let client = self.client().await?;
         let rows = client
-            .query("SELECT edge_id, epoch, high_seq, recent FROM sluice_dedup", &[])
+            .query(
+                "SELECT edge_id, epoch, high_seq, recent FROM sluice_dedup",
+                &[],
+            )
             .await
             .map_err(self.db())?;
         let mut windows = Vec::with_capacity(rows.len());
@@ -133,7 +168,9 @@ impl Shard {
             let (edge, epoch, high): (String, i64, i64) = (row.get(0), row.get(1), row.get(2));
             match Window::from_stored(high as u64, row.get(3)) {
                 Some(window) => windows.push(((edge, epoch as u64), window)),
-                None => tracing::error!(shard = self.name, edge, epoch, "corrupt dedup row ignored"),
+                None => {
+                    tracing::error!(shard = self.name, edge, epoch, "corrupt dedup row ignored")
+                }
             }
         }
         Ok(windows)
@@ -174,7 +211,11 @@ impl Shard {
             .map_err(self.db())?;
             if moved != 1 {
                 // Dropping `tx` rolls back.
-                return Err(StoreError::Fenced { shard: self.name.clone(), partition, expected });
+                return Err(StoreError::Fenced {
+                    shard: self.name.clone(),
+                    partition,
+                    expected,
+                });
             }
         }
 
@@ -208,7 +249,12 @@ impl Shard {
                      high_seq = EXCLUDED.high_seq,
                      recent = EXCLUDED.recent,
                      updated_at = now()",
-                &[edge, &(*epoch as i64), &(window.high as i64), &window.bits_bytes()],
+                &[
+                    edge,
+                    &(*epoch as i64),
+                    &(window.high as i64),
+                    &window.bits_bytes(),
+                ],
             )
             .await
             .map_err(self.db())?;

@@ -45,7 +45,10 @@ pub async fn create(shard: &Shard, grant: &Grant) -> Result<String, StoreError> 
             &[&digest(&token), &grant.zones, &grant.security, &grant.admin],
         )
         .await
-        .map_err(|source| StoreError::Db { shard: shard.name.clone(), source })?;
+        .map_err(|source| StoreError::Db {
+            shard: shard.name.clone(),
+            source,
+        })?;
     Ok(token)
 }
 
@@ -56,10 +59,20 @@ pub async fn lookup(shard: &Shard, token: &str) -> Result<Option<Grant>, StoreEr
     }
     let client = shard.client().await?;
     let row = client
-        .query_opt("SELECT zones, security, admin FROM sluice_tokens WHERE sha256 = $1", &[&digest(token)])
+        .query_opt(
+            "SELECT zones, security, admin FROM sluice_tokens WHERE sha256 = $1",
+            &[&digest(token)],
+        )
         .await
-        .map_err(|source| StoreError::Db { shard: shard.name.clone(), source })?;
-    Ok(row.map(|row| Grant { zones: row.get(0), security: row.get(1), admin: row.get(2) }))
+        .map_err(|source| StoreError::Db {
+            shard: shard.name.clone(),
+            source,
+        })?;
+    Ok(row.map(|row| Grant {
+        zones: row.get(0),
+        security: row.get(1),
+        admin: row.get(2),
+    }))
 }
 
 #[cfg(test)]
@@ -68,12 +81,18 @@ mod tests {
 
     #[test]
     fn zone_grants_are_exact() {
-        let grant = Grant { zones: vec!["a.example".into()], ..Grant::default() };
+        let grant = Grant {
+            zones: vec!["a.example".into()],
+            ..Grant::default()
+        };
         assert!(grant.may_read_zone("a.example"));
         assert!(!grant.may_read_zone("b.example"));
         assert!(!grant.may_read_zone("A.example.evil"));
         assert!(!grant.may_read_security());
-        let admin = Grant { admin: true, ..Grant::default() };
+        let admin = Grant {
+            admin: true,
+            ..Grant::default()
+        };
         assert!(admin.may_read_zone("anything") && admin.may_read_security());
     }
 

@@ -15,11 +15,17 @@ use aggregator::shard::ShardMap;
 
 /// The dev stack's `deploy/.dev/env`, as a map.
 fn dev_env() -> HashMap<String, String> {
-    let path = std::env::var("SLUICE_DEV_ENV").expect("SLUICE_DEV_ENV must name deploy/.dev/env (run ./deploy/dev test)");
+    let path = std::env::var("SLUICE_DEV_ENV")
+        .expect("SLUICE_DEV_ENV must name deploy/.dev/env (run ./deploy/dev test)");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     text.lines()
         .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').trim_matches('\'').to_owned()))
+        .map(|(k, v)| {
+            (
+                k.trim().to_owned(),
+                v.trim().trim_matches('"').trim_matches('\'').to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -64,7 +70,9 @@ fn api_requests(api: &str, token: &str, zone: &str) -> i64 {
         .call()
         .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let body: serde_json::Value = response.body_mut().read_json().expect("JSON body");
-    body["result"]["totals"]["requests"]["all"].as_i64().unwrap_or_else(|| panic!("no totals in {body}"))
+    body["result"]["totals"]["requests"]["all"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no totals in {body}"))
 }
 
 #[test]
@@ -78,13 +86,20 @@ fn every_request_nginx_served_is_counted_once_on_its_shard() {
 
     // Uneven traffic: host i gets 40 + 25·i requests, from many client IPs.
     let nginx = &env["NGINX_URL"];
-    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
     std::thread::scope(|scope| {
         for (i, host) in hosts.iter().enumerate() {
             let agent = agent.clone();
             scope.spawn(move || {
                 for n in 0..40 + 25 * i {
-                    let path = if n % 7 == 0 { "/404-missing".to_owned() } else { format!("/e2e/{n}") };
+                    let path = if n % 7 == 0 {
+                        "/404-missing".to_owned()
+                    } else {
+                        format!("/e2e/{n}")
+                    };
                     agent
                         .get(&format!("{nginx}{path}"))
                         .header("Host", host)
@@ -98,27 +113,46 @@ fn every_request_nginx_served_is_counted_once_on_its_shard() {
 
     let expected = logged_per_host(&env["NGINX_ACCESS_LOG"], &hosts);
     for (i, host) in hosts.iter().enumerate() {
-        assert_eq!(expected[host], 40 + 25 * i as i64, "nginx logged an unexpected count for {host}");
+        assert_eq!(
+            expected[host],
+            40 + 25 * i as i64,
+            "nginx logged an unexpected count for {host}"
+        );
     }
 
     // Wait until the API has caught up, failing at once on any overshoot.
     let (api, token) = (&env["API_URL"], &env["API_TOKEN"]);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let seen: BTreeMap<String, i64> = hosts.iter().map(|h| (h.clone(), api_requests(api, token, h))).collect();
+        let seen: BTreeMap<String, i64> = hosts
+            .iter()
+            .map(|h| (h.clone(), api_requests(api, token, h)))
+            .collect();
         for host in &hosts {
-            assert!(seen[host] <= expected[host], "{host}: API counts {} > nginx's {}", seen[host], expected[host]);
+            assert!(
+                seen[host] <= expected[host],
+                "{host}: API counts {} > nginx's {}",
+                seen[host],
+                expected[host]
+            );
         }
         if seen == expected {
             break;
         }
-        assert!(Instant::now() < deadline, "API still behind nginx after 120 s: {seen:?} vs {expected:?}");
+        assert!(
+            Instant::now() < deadline,
+            "API still behind nginx after 120 s: {seen:?} vs {expected:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     // A late duplicate would land within a few flushes.
     std::thread::sleep(3 * config.flush.interval() + Duration::from_secs(1));
     for host in &hosts {
-        assert_eq!(api_requests(api, token, host), expected[host], "{host} changed after catching up");
+        assert_eq!(
+            api_requests(api, token, host),
+            expected[host],
+            "{host} changed after catching up"
+        );
     }
 
     // Each zone's rows live on its own shard and nowhere else; both shards are used.

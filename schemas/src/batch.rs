@@ -238,7 +238,10 @@ impl Header {
         let u64_at = |at: usize| u64::from_be_bytes(header[at..at + 8].try_into().unwrap());
         let u32_at = |at: usize| u32::from_be_bytes(header[at..at + 4].try_into().unwrap());
         Ok(Header {
-            id: BatchId { epoch: u64_at(8), seq: u64_at(16) },
+            id: BatchId {
+                epoch: u64_at(8),
+                seq: u64_at(16),
+            },
             count: u32_at(24),
             raw_len: u32_at(28) as usize,
             crc: u32_at(32),
@@ -256,7 +259,10 @@ pub fn decode(blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> 
     let header = Header::parse(blob)?;
     let compressed = &blob[HEADER_LEN..];
     if header.raw_len > limits.max_raw_len {
-        return Err(BatchError::RawTooLarge { claimed: header.raw_len, limit: limits.max_raw_len });
+        return Err(BatchError::RawTooLarge {
+            claimed: header.raw_len,
+            limit: limits.max_raw_len,
+        });
     }
     if header.raw_len > compressed.len().saturating_mul(LZ4_MAX_RATIO) {
         return Err(BatchError::ImpossibleRatio {
@@ -265,7 +271,10 @@ pub fn decode(blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> 
         });
     }
     if header.count > limits.max_records {
-        return Err(BatchError::TooManyRecords { claimed: header.count, limit: limits.max_records });
+        return Err(BatchError::TooManyRecords {
+            claimed: header.count,
+            limit: limits.max_records,
+        });
     }
     if header.raw_len % 8 != 0 {
         return Err(BatchError::Misaligned(header.raw_len));
@@ -276,18 +285,29 @@ pub fn decode(blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> 
     let actual = lz4_flex::block::decompress_into(compressed, raw)
         .map_err(|e| BatchError::Lz4(e.to_string()))?;
     if actual != header.raw_len {
-        return Err(BatchError::RawLengthMismatch { claimed: header.raw_len, actual });
+        return Err(BatchError::RawLengthMismatch {
+            claimed: header.raw_len,
+            actual,
+        });
     }
     let crc = checksum(&blob[..32], raw);
     if crc != header.crc {
-        return Err(BatchError::Crc { expected: header.crc, actual: crc });
+        return Err(BatchError::Crc {
+            expected: header.crc,
+            actual: crc,
+        });
     }
 
     let mut options = ReaderOptions::new();
     options
         .traversal_limit_in_words(Some(limits.traversal_limit_words))
         .nesting_limit(limits.nesting_limit);
-    let batch = DecodedBatch { id: header.id, count: header.count, payload, options };
+    let batch = DecodedBatch {
+        id: header.id,
+        count: header.count,
+        payload,
+        options,
+    };
     // Read every record once now, so that a batch that decodes is a batch
     // whose every record can be used.
     batch.try_for_each(|_| Ok(()))?;
@@ -328,9 +348,15 @@ impl DecodedBatch {
             if index == self.count {
                 // Counted before reading, so a payload with extra messages is
                 // reported as such rather than as a read error.
-                return Err(BatchError::CountMismatch { claimed: self.count, actual: index + 1 });
+                return Err(BatchError::CountMismatch {
+                    claimed: self.count,
+                    actual: index + 1,
+                });
             }
-            let invalid = |e: capnp::Error| BatchError::Record { index, reason: e.to_string() };
+            let invalid = |e: capnp::Error| BatchError::Record {
+                index,
+                reason: e.to_string(),
+            };
             let message = serialize::read_message_from_flat_slice_no_alloc(&mut rest, self.options)
                 .map_err(invalid)?;
             let root = message.get_root::<request::Reader<'_>>().map_err(invalid)?;
@@ -339,7 +365,10 @@ impl DecodedBatch {
             index += 1;
         }
         if index != self.count {
-            return Err(BatchError::CountMismatch { claimed: self.count, actual: index });
+            return Err(BatchError::CountMismatch {
+                claimed: self.count,
+                actual: index,
+            });
         }
         Ok(())
     }

@@ -131,8 +131,12 @@ impl<'a> Record<'a> {
         let ip = r.get_client_ip()?;
         let client_ip = match ip.len() {
             0 => None,
-            4 => Some(IpAddr::from(<[u8; 4]>::try_from(ip).expect("length checked"))),
-            16 => Some(IpAddr::from(<[u8; 16]>::try_from(ip).expect("length checked"))),
+            4 => Some(IpAddr::from(
+                <[u8; 4]>::try_from(ip).expect("length checked"),
+            )),
+            16 => Some(IpAddr::from(
+                <[u8; 16]>::try_from(ip).expect("length checked"),
+            )),
             n => {
                 return Err(capnp::Error::failed(format!(
                     "client IP has {n} bytes; expected 0, 4 or 16"
@@ -175,7 +179,8 @@ impl<'a> Record<'a> {
 }
 
 fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> capnp::Result<&str> {
-    t?.to_str().map_err(|e| capnp::Error::failed(format!("text is not UTF-8: {e}")))
+    t?.to_str()
+        .map_err(|e| capnp::Error::failed(format!("text is not UTF-8: {e}")))
 }
 
 impl Method {
@@ -217,7 +222,10 @@ impl CacheStatus {
     pub fn is_cached(self) -> bool {
         matches!(
             self,
-            CacheStatus::Hit | CacheStatus::Stale | CacheStatus::Updating | CacheStatus::Revalidated
+            CacheStatus::Hit
+                | CacheStatus::Stale
+                | CacheStatus::Updating
+                | CacheStatus::Revalidated
         )
     }
 }

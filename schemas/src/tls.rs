@@ -53,7 +53,10 @@ pub struct TlsFiles {
 }
 
 fn pem_error(path: &Path) -> impl Fn(rustls::pki_types::pem::Error) -> TlsError + '_ {
-    move |e| TlsError::Pem { path: path.to_owned(), reason: e.to_string() }
+    move |e| TlsError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -70,15 +73,18 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 fn load_roots(path: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::BadCa { path: path.to_owned(), reason: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::BadCa {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
     }
     Ok(Arc::new(roots))
 }
 
 impl TlsFiles {
-    fn chain_and_key(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    fn chain_and_key(
+        &self,
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(pem_error(&self.key))?;
         Ok((load_certs(&self.cert)?, key))
     }
@@ -114,16 +120,22 @@ impl TlsFiles {
 /// The edge identity in a verified peer certificate chain: the leaf's Common
 /// Name, or its first DNS subject alternative name.
 pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> Result<String, TlsError> {
-    let leaf = chain.and_then(|c| c.first()).ok_or(TlsError::NoPeerCertificate)?;
+    let leaf = chain
+        .and_then(|c| c.first())
+        .ok_or(TlsError::NoPeerCertificate)?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf)
         .map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
     if let Some(cn) = cert.subject().iter_common_name().next() {
-        let cn = cn.as_str().map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
+        let cn = cn
+            .as_str()
+            .map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
         if !cn.is_empty() {
             return Ok(cn.to_owned());
         }
     }
-    let san = cert.subject_alternative_name().map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| TlsError::BadPeerCertificate(e.to_string()))?;
     san.and_then(|ext| {
         ext.value.general_names.iter().find_map(|name| match name {
             x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),

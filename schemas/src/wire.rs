@@ -52,12 +52,24 @@ const MAX_TEXT: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Hello { min_version: u16, max_version: u16, agent: String },
-    Welcome { version: u16, max_frame: u32, window: u32 },
+    Hello {
+        min_version: u16,
+        max_version: u16,
+        agent: String,
+    },
+    Welcome {
+        version: u16,
+        max_frame: u32,
+        window: u32,
+    },
     /// The body is a batch blob; see [`crate::batch`].
     Batch(Bytes),
     Ack(BatchId),
-    Nack { id: BatchId, retryable: bool, reason: String },
+    Nack {
+        id: BatchId,
+        retryable: bool,
+        reason: String,
+    },
     Ping(u64),
     Pong(u64),
     GoAway(String),
@@ -74,7 +86,10 @@ pub enum WireError {
     #[error("unknown frame type {0}")]
     UnknownType(u8),
     #[error("{kind} frame body is malformed: {reason}")]
-    Malformed { kind: &'static str, reason: &'static str },
+    Malformed {
+        kind: &'static str,
+        reason: &'static str,
+    },
     #[error("hello does not start with the Sluice magic; not a Sluice client")]
     NotSluice,
     #[error("I/O: {0}")]
@@ -112,7 +127,10 @@ impl Decoder for FrameCodec {
             return Err(WireError::Empty);
         }
         if len > self.max_frame {
-            return Err(WireError::FrameTooLarge { len, limit: self.max_frame });
+            return Err(WireError::FrameTooLarge {
+                len,
+                limit: self.max_frame,
+            });
         }
         if src.len() < 4 + len {
             src.reserve(4 + len - src.len());
@@ -175,7 +193,11 @@ fn parse_body(kind: u8, mut body: Bytes) -> Result<Frame, WireError> {
                 1 => true,
                 _ => return Err(malformed("nack", "retryable flag is neither 0 nor 1")),
             };
-            Frame::Nack { id, retryable, reason: take_text(&mut body, "nack")? }
+            Frame::Nack {
+                id,
+                retryable,
+                reason: take_text(&mut body, "nack")?,
+            }
         }
         TYPE_PING => {
             need(&body, 8, "ping")?;
@@ -206,14 +228,18 @@ fn need(body: &Bytes, len: usize, kind: &'static str) -> Result<(), WireError> {
 }
 
 fn take_id(body: &mut Bytes) -> BatchId {
-    BatchId { epoch: body.get_u64(), seq: body.get_u64() }
+    BatchId {
+        epoch: body.get_u64(),
+        seq: body.get_u64(),
+    }
 }
 
 fn take_text(body: &mut Bytes, kind: &'static str) -> Result<String, WireError> {
     if body.len() > MAX_TEXT {
         return Err(malformed(kind, "text longer than 4096 bytes"));
     }
-    let text = String::from_utf8(body.to_vec()).map_err(|_| malformed(kind, "text is not UTF-8"))?;
+    let text =
+        String::from_utf8(body.to_vec()).map_err(|_| malformed(kind, "text is not UTF-8"))?;
     body.clear();
     Ok(text)
 }
@@ -225,14 +251,22 @@ impl Encoder<Frame> for FrameCodec {
         let start = dst.len();
         dst.put_u32(0); // patched below
         match frame {
-            Frame::Hello { min_version, max_version, agent } => {
+            Frame::Hello {
+                min_version,
+                max_version,
+                agent,
+            } => {
                 dst.put_u8(TYPE_HELLO);
                 dst.put_slice(HELLO_MAGIC);
                 dst.put_u16(min_version);
                 dst.put_u16(max_version);
                 put_text(dst, &agent);
             }
-            Frame::Welcome { version, max_frame, window } => {
+            Frame::Welcome {
+                version,
+                max_frame,
+                window,
+            } => {
                 dst.put_u8(TYPE_WELCOME);
                 dst.put_u16(version);
                 dst.put_u32(max_frame);
@@ -246,7 +280,11 @@ impl Encoder<Frame> for FrameCodec {
                 dst.put_u8(TYPE_ACK);
                 put_id(dst, id);
             }
-            Frame::Nack { id, retryable, reason } => {
+            Frame::Nack {
+                id,
+                retryable,
+                reason,
+            } => {
                 dst.put_u8(TYPE_NACK);
                 put_id(dst, id);
                 dst.put_u8(u8::from(retryable));
@@ -270,7 +308,10 @@ impl Encoder<Frame> for FrameCodec {
         let len = dst.len() - start - 4;
         if len > self.max_frame {
             dst.truncate(start);
-            return Err(WireError::FrameTooLarge { len, limit: self.max_frame });
+            return Err(WireError::FrameTooLarge {
+                len,
+                limit: self.max_frame,
+            });
         }
         dst[start..start + 4].copy_from_slice(&(len as u32).to_be_bytes());
         Ok(())

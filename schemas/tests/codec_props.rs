@@ -51,7 +51,11 @@ impl Owned {
             content_type: &t[8],
             country: &t[9],
             tls_protocol: TLS[self.enums.3],
-            extras: self.extras.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            extras: self
+                .extras
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
         }
     }
 }
@@ -63,13 +67,26 @@ fn owned() -> impl Strategy<Value = Owned> {
         any::<[u8; 16]>().prop_map(|b| Some(IpAddr::from(b))),
     ];
     (
-        (any::<i64>(), any::<u16>(), any::<u64>(), any::<u64>(), any::<u32>(), any::<Option<u32>>()),
+        (
+            any::<i64>(),
+            any::<u16>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            any::<Option<u32>>(),
+        ),
         ip,
         (0..3usize, 0..3usize, 0..3usize, 0..3usize),
         proptest::array::uniform11(".{0,40}"),
         proptest::collection::vec((".{0,10}", ".{0,20}"), 0..4),
     )
-        .prop_map(|(numbers, ip, enums, texts, extras)| Owned { numbers, ip, enums, texts, extras })
+        .prop_map(|(numbers, ip, enums, texts, extras)| Owned {
+            numbers,
+            ip,
+            enums,
+            texts,
+            extras,
+        })
 }
 
 fn seal(records: &[Owned], id: BatchId) -> Vec<u8> {
@@ -202,11 +219,20 @@ fn lz4_bomb_is_refused_before_allocating() {
     let mut blob = seal(&[], BatchId { epoch: 1, seq: 1 });
     blob[28..32].copy_from_slice(&(u32::MAX - 7).to_be_bytes());
     let err = batch::decode(&blob, &Limits::default()).unwrap_err();
-    assert!(matches!(err, batch::BatchError::RawTooLarge { .. }), "{err}");
+    assert!(
+        matches!(err, batch::BatchError::RawTooLarge { .. }),
+        "{err}"
+    );
 
-    let generous = Limits { max_raw_len: usize::MAX, ..Limits::default() };
+    let generous = Limits {
+        max_raw_len: usize::MAX,
+        ..Limits::default()
+    };
     let err = batch::decode(&blob, &generous).unwrap_err();
-    assert!(matches!(err, batch::BatchError::ImpossibleRatio { .. }), "{err}");
+    assert!(
+        matches!(err, batch::BatchError::ImpossibleRatio { .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -214,7 +240,16 @@ fn oversized_frames_are_refused_from_their_length() {
     let mut codec = FrameCodec::new(1024);
     let mut buf = BytesMut::from(&[0x00, 0x10, 0x00, 0x00, 3][..]);
     let err = codec.decode(&mut buf).unwrap_err();
-    assert!(matches!(err, schemas::WireError::FrameTooLarge { len: 0x100000, limit: 1024 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            schemas::WireError::FrameTooLarge {
+                len: 0x100000,
+                limit: 1024
+            }
+        ),
+        "{err}"
+    );
 }
 
 #[test]
@@ -223,16 +258,37 @@ fn record_limits_are_enforced() {
         numbers: (0, 200, 0, 0, 0, None),
         ip: None,
         enums: (0, 0, 0, 0),
-        texts: std::array::from_fn(|i| if i == 3 { "x".repeat(64 << 10) } else { String::new() }),
+        texts: std::array::from_fn(|i| {
+            if i == 3 {
+                "x".repeat(64 << 10)
+            } else {
+                String::new()
+            }
+        }),
         extras: Vec::new(),
     };
     let blob = seal(&[owned], BatchId { epoch: 1, seq: 1 });
-    let tight = Limits { traversal_limit_words: 1024, ..Limits::default() };
+    let tight = Limits {
+        traversal_limit_words: 1024,
+        ..Limits::default()
+    };
     let err = batch::decode(&blob, &tight).unwrap_err();
-    assert!(matches!(err, batch::BatchError::Record { index: 0, .. }), "{err}");
+    assert!(
+        matches!(err, batch::BatchError::Record { index: 0, .. }),
+        "{err}"
+    );
     assert!(batch::decode(&blob, &Limits::default()).is_ok());
 
-    let few = Limits { max_records: 0, ..Limits::default() };
+    let few = Limits {
+        max_records: 0,
+        ..Limits::default()
+    };
     let err = batch::decode(&blob, &few).unwrap_err();
-    assert_eq!(err, batch::BatchError::TooManyRecords { claimed: 1, limit: 0 });
+    assert_eq!(
+        err,
+        batch::BatchError::TooManyRecords {
+            claimed: 1,
+            limit: 0
+        }
+    );
 }

@@ -21,8 +21,9 @@ fn generate_into(out: &Path) {
     for name in SCHEMAS {
         cmd.file(dir.join("capnp").join(format!("{name}.capnp")));
     }
-    cmd.run()
-        .expect("running the `capnp` compiler (is capnproto installed? `./deploy/dev up` installs it)");
+    cmd.run().expect(
+        "running the `capnp` compiler (is capnproto installed? `./deploy/dev up` installs it)",
+    );
 }
 
 #[test]
