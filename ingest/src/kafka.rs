@@ -1,0 +1,295 @@
+//! The Kafka side of ingest: topic creation at startup and the producer
+//! behind the [`Sink`] trait.
+//!
+//! In: validated batches ([`ValidBatch`]). Out: one Kafka message per batch,
+//! laid out as `schemas::kafka` describes — value = the blob as received
+//! (never re-encoded), key = edge id (an edge's batches stay ordered in one
+//! partition), headers repeating format version and identity.
+//!
+//! Guarantees: the producer runs with `acks=all` and idempotence, so a
+//! delivery report of success means the batch is on every in-sync replica
+//! exactly once; `message.timeout.ms` bounds how long a batch may wait for
+//! that report. Nothing here depends on a particular broker implementation.
+//!
+//! All librdkafka calls that block (metadata, flush) run on the blocking
+//! pool, never on the runtime's threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{Client, DefaultClientContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::config::KafkaSection;
+use crate::sink::{Sink, SinkError, ValidBatch};
+
+/// Room for the key, the headers and the record framing around a blob.
+const MESSAGE_OVERHEAD: u32 = 64 << 10;
+/// How long one metadata request for `/ready` may take (the producer is
+/// connected already).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long one metadata or CreateTopics request at startup may take
+/// (through a fresh connection).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why Kafka could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("creating the Kafka {what} for {bootstrap}: {error}")]
+    Client {
+        what: &'static str,
+        bootstrap: String,
+        error: KafkaError,
+    },
+    #[error("creating topic {topic} on {bootstrap}: {reason}")]
+    CreateTopic {
+        topic: String,
+        bootstrap: String,
+        reason: String,
+    },
+}
+
+/// What [`ensure_topic`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicStatus {
+    Created,
+    AlreadyExisted,
+}
+
+fn client_config(kafka: &KafkaSection) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &kafka.bootstrap)
+        .set("client.id", "sluice-ingest")
+        // Never let a metadata request or a produce create the topic with
+        // the broker's defaults: ingest creates it explicitly, and a topic
+        // that vanished is an incident to surface, not to paper over.
+        .set("allow.auto.create.topics", "false");
+    config
+}
+
+/// Blocking: the number of partitions the brokers know `topic` to have, or
+/// `None` if it does not exist.
+fn topic_partitions<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, String> {
+    let metadata = client
+        .fetch_metadata(Some(topic), Timeout::After(timeout))
+        .map_err(|e| format!("Kafka metadata: {e}"))?;
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(None);
+    };
+    match found.error().map(RDKafkaErrorCode::from) {
+        None if found.partitions().is_empty() => Ok(None),
+        None => Ok(Some(found.partitions().len())),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+        Some(code) => Err(format!("Kafka topic {topic}: {code}")),
+    }
+}
+
+/// Creates the topic with the configured partitions, replication factor and
+/// retention, unless it exists (whatever its settings: they are then the
+/// operator's business, and ingest needs no right to create topics). One
+/// attempt; the caller decides about retries.
+pub async fn ensure_topic(
+    kafka: &KafkaSection,
+    max_frame_bytes: u32,
+) -> Result<TopicStatus, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(kafka)
+            .create()
+            .map_err(|error| KafkaSetupError::Client {
+                what: "admin client",
+                bootstrap: kafka.bootstrap.clone(),
+                error,
+            })?;
+    let failed = |reason: String| KafkaSetupError::CreateTopic {
+        topic: kafka.topic.clone(),
+        bootstrap: kafka.bootstrap.clone(),
+        reason,
+    };
+
+    let admin = Arc::new(admin);
+    let existing = {
+        let (admin, topic) = (admin.clone(), kafka.topic.clone());
+        tokio::task::spawn_blocking(move || topic_partitions(admin.inner(), &topic, ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| failed(format!("metadata task failed: {e}")))?
+            .map_err(&failed)?
+    };
+    if existing.is_some() {
+        return Ok(TopicStatus::AlreadyExisted);
+    }
+
+    let retention = kafka.retention_ms().to_string();
+    // Kafka's default (1 MB) would refuse large batches.
+    let max_message = (max_frame_bytes + MESSAGE_OVERHEAD).to_string();
+    let topic = NewTopic::new(
+        &kafka.topic,
+        kafka.partitions,
+        TopicReplication::Fixed(kafka.replication_factor),
+    )
+    .set("retention.ms", &retention)
+    .set("max.message.bytes", &max_message);
+    let options = AdminOptions::new()
+        .request_timeout(Some(ADMIN_TIMEOUT))
+        .operation_timeout(Some(ADMIN_TIMEOUT));
+    let results = admin
+        .create_topics([&topic], &options)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match results.into_iter().next() {
+        Some(Ok(_)) => Ok(TopicStatus::Created),
+        // Another ingest instance was quicker.
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(TopicStatus::AlreadyExisted),
+        Some(Err((_, code))) => Err(failed(code.to_string())),
+        None => Err(failed("the broker returned no result".to_owned())),
+    }
+}
+
+/// The production [`Sink`]: one `FutureProducer` shared by all connections.
+#[derive(Clone)]
+pub struct KafkaSink {
+    producer: FutureProducer,
+    topic: Arc<str>,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// Creates the producer. Does not contact the brokers yet.
+    pub fn new(kafka: &KafkaSection, max_frame_bytes: u32) -> Result<KafkaSink, KafkaSetupError> {
+        let producer = client_config(kafka)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            // Blobs are LZ4 already.
+            .set("compression.type", "none")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", kafka.delivery_timeout_ms.to_string())
+            .set(
+                "message.max.bytes",
+                (max_frame_bytes + MESSAGE_OVERHEAD).to_string(),
+            )
+            .create()
+            .map_err(|error| KafkaSetupError::Client {
+                what: "producer",
+                bootstrap: kafka.bootstrap.clone(),
+                error,
+            })?;
+        Ok(KafkaSink {
+            producer,
+            topic: kafka.topic.as_str().into(),
+        })
+    }
+
+    /// Waits (on the blocking pool) until every queued message got its
+    /// delivery report, or `timeout` passed.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .unwrap_or_else(|_| Err(KafkaError::Canceled))
+    }
+
+    /// Messages not yet confirmed by the brokers.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+/// The headers of `schemas::kafka`, values as decimal or plain text.
+fn headers(batch: &ValidBatch) -> OwnedHeaders {
+    use schemas::kafka::{HEADER_EDGE, HEADER_EPOCH, HEADER_FORMAT, HEADER_RECORDS, HEADER_SEQ};
+    let format = schemas::batch::FORMAT_VERSION.to_string();
+    let epoch = batch.id.epoch.to_string();
+    let seq = batch.id.seq.to_string();
+    let records = batch.records.to_string();
+    [
+        (HEADER_FORMAT, format.as_str()),
+        (HEADER_EDGE, &*batch.edge),
+        (HEADER_EPOCH, &epoch),
+        (HEADER_SEQ, &seq),
+        (HEADER_RECORDS, &records),
+    ]
+    .into_iter()
+    .fold(
+        OwnedHeaders::new_with_capacity(5),
+        |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
+        },
+    )
+}
+
+fn delivery_error(error: &KafkaError) -> SinkError {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => {
+            SinkError("ingest overloaded: Kafka producer queue is full".to_owned())
+        }
+        Some(RDKafkaErrorCode::MessageTimedOut) => {
+            SinkError(format!("Kafka did not confirm the batch in time: {error}"))
+        }
+        _ => SinkError(format!("Kafka: {error}")),
+    }
+}
+
+impl Sink for KafkaSink {
+    fn deliver(&self, batch: ValidBatch) -> BoxFuture<'static, Result<(), SinkError>> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        async move {
+            let record = FutureRecord::to(&topic)
+                .key(&*batch.edge)
+                .payload(&batch.blob[..])
+                .headers(headers(&batch));
+            // librdkafka copies the message; release ours now rather than
+            // when the report arrives. A full queue is overload: no waiting,
+            // the shipper retries the NACKed batch.
+            let report = producer
+                .send_result(record)
+                .map_err(|(error, _)| delivery_error(&error));
+            drop(batch);
+            match report?.await {
+                Ok(Ok(_delivery)) => Ok(()),
+                Ok(Err((error, _message))) => Err(delivery_error(&error)),
+                Err(_canceled) => Err(SinkError("Kafka producer closed".to_owned())),
+            }
+        }
+        .boxed()
+    }
+
+    fn probe(&self) -> BoxFuture<'static, Result<(), SinkError>> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        async move {
+            let partitions = tokio::task::spawn_blocking(move || {
+                topic_partitions(producer.client(), &topic, PROBE_TIMEOUT).and_then(|partitions| {
+                    partitions.ok_or_else(|| format!("Kafka topic {topic} does not exist"))
+                })
+            })
+            .await
+            .map_err(|e| SinkError(format!("Kafka metadata task failed: {e}")))?
+            .map_err(SinkError)?;
+            tracing::trace!(partitions, "Kafka probe");
+            Ok(())
+        }
+        .boxed()
+    }
+}
