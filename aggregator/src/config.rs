@@ -31,6 +31,10 @@ pub struct KafkaConfig {
     pub topic: String,
     #[serde(default = "default_group")]
     pub group_id: String,
+    /// Extra librdkafka consumer properties (`security.protocol`, `debug`, …),
+    /// applied after Sluice's own, so they can override them.
+    #[serde(default)]
+    pub librdkafka_options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

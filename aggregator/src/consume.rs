@@ -6,11 +6,13 @@
 //!    rebalance: Assigned ─────────────────▶    load positions ─▶ reply offsets
 //!               Revoking ─────────────────▶    flush ─▶ reply
 //!    seek ◀──────────────────────── Seek{gen}  after a fenced flush
+//!    commit ◀───────────────────── Commit     after each flush (a hint)
 //!                                               every interval: flush shards
 //! ```
 //!
-//! Exactly-once rests on the shards, not on Kafka's committed offsets (which
-//! this consumer never commits). Per shard and partition the core knows the
+//! Exactly-once rests on the shards, not on Kafka's committed offsets: those
+//! are written after each flush only so that standard lag tooling (and the
+//! [`GroupWatchdog`]) can see progress, and are never read back. Per shard and partition the core knows the
 //! stored `next_offset`; a message below it is already in that shard and is
 //! skipped there, and a batch whose identity the shard's window holds is
 //! skipped too. On assignment each partition resumes from the lowest
@@ -29,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::batch::{self, Limits};
@@ -61,6 +63,16 @@ enum Event {
         partitions: Vec<i32>,
         reply: oneshot::Sender<()>,
     },
+}
+
+/// What the core asks of the consumer thread.
+#[derive(Debug)]
+enum Command {
+    /// Restart partitions after a fenced or failed flush.
+    Seek(Seek),
+    /// Record flushed positions as the group's committed offsets: a hint
+    /// for lag monitoring and for [`GroupWatchdog`], never for correctness.
+    Commit(Vec<(i32, i64)>),
 }
 
 /// Where to (re)start partitions, and the generation tag of what follows.
@@ -169,20 +181,24 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
     let (events_tx, events_rx) = mpsc::channel(1024);
-    let (seek_tx, seek_rx) = std::sync::mpsc::channel::<Seek>();
+    let (command_tx, command_rx) = std::sync::mpsc::channel::<Command>();
     let context = Context {
         events: events_tx,
         topic: config.kafka.topic.clone(),
         gen: AtomicU64::new(0),
     };
-    let consumer: BaseConsumer<Context> = ClientConfig::new()
+    let mut client = ClientConfig::new();
+    client
         .set("bootstrap.servers", &config.kafka.bootstrap)
         .set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "10000")
-        .create_with_context(context)?;
+        .set("session.timeout.ms", "10000");
+    for (key, value) in &config.kafka.librdkafka_options {
+        client.set(key, value);
+    }
+    let consumer: BaseConsumer<Context> = client.create_with_context(context)?;
     consumer.subscribe(&[&config.kafka.topic])?;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -190,7 +206,7 @@ pub fn start(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("kafka-consumer".into())
-            .spawn(move || poll_loop(consumer, seek_rx, stop))?
+            .spawn(move || poll_loop(consumer, command_rx, stop))?
     };
     let core = Core {
         topic: config.kafka.topic.clone(),
@@ -199,7 +215,7 @@ pub fn start(
         shards,
         assigned: BTreeSet::new(),
         gen: 0,
-        seeks: seek_tx,
+        commands: command_tx,
         metrics,
     };
     let interval = config.flush.interval();
@@ -213,15 +229,29 @@ pub fn start(
 
 fn poll_loop(
     consumer: BaseConsumer<Context>,
-    seeks: std::sync::mpsc::Receiver<Seek>,
+    commands: std::sync::mpsc::Receiver<Command>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut watchdog = GroupWatchdog::default();
     while !stop.load(Ordering::SeqCst) {
-        while let Ok(seek) = seeks.try_recv() {
-            let tpl = consumer.context().offsets_tpl(&seek);
-            match consumer.seek_partitions(tpl, Duration::from_secs(10)) {
-                Ok(_) => consumer.context().gen.store(seek.gen, Ordering::SeqCst),
-                Err(e) => error!("seeking back after a fenced flush failed: {e}"),
+        watchdog.check(&consumer);
+        while let Ok(command) = commands.try_recv() {
+            let context = consumer.context();
+            match command {
+                Command::Seek(seek) => {
+                    let tpl = context.offsets_tpl(&seek);
+                    match consumer.seek_partitions(tpl, Duration::from_secs(10)) {
+                        Ok(_) => context.gen.store(seek.gen, Ordering::SeqCst),
+                        Err(e) => error!("seeking back after a failed flush failed: {e}"),
+                    }
+                }
+                Command::Commit(positions) => {
+                    let offsets = positions.into_iter().map(|(p, o)| (p, Some(o))).collect();
+                    let tpl = context.offsets_tpl(&Seek { gen: 0, offsets });
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        debug!("committing offsets (a hint only) failed: {e}");
+                    }
+                }
             }
         }
         let message = match consumer.poll(Duration::from_millis(100)) {
@@ -257,6 +287,93 @@ fn poll_loop(
     }
 }
 
+/// Rejoins a group that left partitions without a consumer.
+///
+/// If the member elected leader dies between JoinGroup and SyncGroup, a
+/// coordinator should notice its missed heartbeats and rebalance; some
+/// Kafka-protocol brokers instead settle the group with empty assignments,
+/// and nothing is consumed again. So a member that owns nothing watches the
+/// group's committed offsets (which every owner advances after each flush):
+/// if a partition has messages beyond its committed offset and that offset
+/// has not moved for [`Self::PATIENCE`] checks, nobody is consuming it, and
+/// we leave and rejoin to force a new generation. On a healthy group this
+/// never fires: owned partitions with lag see their commits move.
+#[derive(Default)]
+struct GroupWatchdog {
+    next_check: Option<Instant>,
+    /// Committed offsets of lagging partitions at the last check.
+    stalled: BTreeMap<i32, i64>,
+    strikes: u32,
+}
+
+impl GroupWatchdog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    const PATIENCE: u32 = 3;
+
+    fn check(&mut self, consumer: &BaseConsumer<Context>) {
+        let now = Instant::now();
+        if self.next_check.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_check = Some(now + Self::INTERVAL);
+        let owns_nothing = consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(false);
+        let lagging = if owns_nothing {
+            Self::lagging(consumer)
+        } else {
+            BTreeMap::new()
+        };
+        let stuck =
+            !lagging.is_empty() && lagging.iter().all(|(p, o)| self.stalled.get(p) == Some(o));
+        self.strikes = if stuck { self.strikes + 1 } else { 0 };
+        self.stalled = lagging;
+        if self.strikes >= Self::PATIENCE {
+            warn!(
+                partitions = ?self.stalled.keys().collect::<Vec<_>>(),
+                "partitions have lag but no consumer in the group advances them; rejoining the group"
+            );
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&[&consumer.context().topic]) {
+                error!("resubscribing failed: {e}");
+            }
+            self.strikes = 0;
+        }
+    }
+
+    /// Partitions with messages beyond the group's committed offset, and
+    /// that offset (-1 when none is committed).
+    fn lagging(consumer: &BaseConsumer<Context>) -> BTreeMap<i32, i64> {
+        let topic = &consumer.context().topic;
+        let timeout = Duration::from_secs(5);
+        let Ok(metadata) = consumer.fetch_metadata(Some(topic), timeout) else {
+            return BTreeMap::new();
+        };
+        let mut tpl = TopicPartitionList::new();
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition(topic, partition.id());
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
+            return BTreeMap::new();
+        };
+        committed
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, e.partition(), timeout)
+                    .ok()?;
+                let next = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => low,
+                };
+                (high > next).then(|| (e.partition(), e.offset().to_raw().unwrap_or(-1)))
+            })
+            .collect()
+    }
+}
+
 /// What the core holds for one shard.
 #[derive(Default)]
 struct ShardState {
@@ -284,7 +401,7 @@ struct Core {
     states: Vec<ShardState>,
     assigned: BTreeSet<i32>,
     gen: u64,
-    seeks: std::sync::mpsc::Sender<Seek>,
+    commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
 }
 
@@ -337,7 +454,7 @@ impl Core {
                     // mixes partitions: start over from what the shards hold.
                     warn!("flush before revocation incomplete; reloading from the shards");
                     let seek = self.restart().await;
-                    let _ = self.seeks.send(seek);
+                    let _ = self.commands.send(Command::Seek(seek));
                 } else {
                     for state in &mut self.states {
                         state.stored.retain(|p, _| !partitions.contains(p));
@@ -440,8 +557,27 @@ impl Core {
         }
         if fenced {
             let seek = self.restart().await;
-            let _ = self.seeks.send(seek);
+            let _ = self.commands.send(Command::Seek(seek));
+            return;
         }
+        let committed: Vec<(i32, i64)> = self
+            .assigned
+            .iter()
+            .filter_map(|&p| self.lowest_stored(p).map(|o| (p, o)))
+            .collect();
+        if !committed.is_empty() {
+            let _ = self.commands.send(Command::Commit(committed));
+        }
+    }
+
+    /// The lowest position any shard stored for `partition`: everything
+    /// before it is in every shard. `None` if a shard has stored nothing.
+    fn lowest_stored(&self, partition: i32) -> Option<i64> {
+        self.states
+            .iter()
+            .map(|s| s.stored.get(&partition).copied())
+            .min()
+            .flatten()
     }
 
     /// Forgets everything not yet stored, reloads positions and identity
@@ -487,15 +623,7 @@ impl Core {
         self.gen += 1;
         let offsets = partitions
             .iter()
-            .map(|&p| {
-                let lowest = self
-                    .states
-                    .iter()
-                    .map(|s| s.stored.get(&p).copied())
-                    .min()
-                    .flatten();
-                (p, lowest)
-            })
+            .map(|&p| (p, self.lowest_stored(p)))
             .collect();
         let seek = Seek {
             gen: self.gen,
