@@ -298,7 +298,7 @@ impl Gateway {
                 (reason, "version")
             }
             Ok(Some(Ok(other))) => (
-                format!("expected Hello, got {}", frame_kind(&other)),
+                format!("expected Hello, got {}", other.kind()),
                 "no_hello",
             ),
             Ok(Some(Err(WireError::Io(e)))) => return Err(e.into()),
@@ -431,7 +431,7 @@ impl Gateway {
                     }
                     Some(Ok(other)) => {
                         self.metrics.frame_error("unexpected_frame");
-                        let reason = format!("unexpected {} frame", frame_kind(&other));
+                        let reason = format!("unexpected {} frame", other.kind());
                         warn!(%reason, "protocol error");
                         stop = Some(Closed::ProtocolError(reason));
                     }
@@ -624,19 +624,6 @@ impl BytesPermit {
 impl Drop for BytesPermit {
     fn drop(&mut self) {
         self.metrics.inflight_sub(self.bytes);
-    }
-}
-
-fn frame_kind(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::Welcome { .. } => "Welcome",
-        Frame::Batch(_) => "Batch",
-        Frame::Ack(_) => "Ack",
-        Frame::Nack { .. } => "Nack",
-        Frame::Ping(_) => "Ping",
-        Frame::Pong(_) => "Pong",
-        Frame::GoAway(_) => "GoAway",
     }
 }
 

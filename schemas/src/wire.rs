@@ -75,6 +75,22 @@ pub enum Frame {
     GoAway(String),
 }
 
+impl Frame {
+    /// The frame's type name, for logs and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "Hello",
+            Frame::Welcome { .. } => "Welcome",
+            Frame::Batch(_) => "Batch",
+            Frame::Ack(_) => "Ack",
+            Frame::Nack { .. } => "Nack",
+            Frame::Ping(_) => "Ping",
+            Frame::Pong(_) => "Pong",
+            Frame::GoAway(_) => "GoAway",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("frame of {len} bytes exceeds the limit of {limit}")]

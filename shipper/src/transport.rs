@@ -215,7 +215,7 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 })
             }
             Some(Ok(Frame::GoAway(reason))) => Err(TransportError::GoAway(reason)),
-            Some(Ok(other)) => Err(TransportError::Unexpected(frame_kind(&other))),
+            Some(Ok(other)) => Err(TransportError::Unexpected(other.kind())),
             Some(Err(e)) => Err(e.into()),
             None => Err(TransportError::Closed),
         }
@@ -224,19 +224,6 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|_| TransportError::HandshakeTimeout(within))??;
     Ok((framed, welcome))
-}
-
-fn frame_kind(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "Hello",
-        Frame::Welcome { .. } => "Welcome",
-        Frame::Batch(_) => "Batch",
-        Frame::Ack(_) => "Ack",
-        Frame::Nack { .. } => "Nack",
-        Frame::Ping(_) => "Ping",
-        Frame::Pong(_) => "Pong",
-        Frame::GoAway(_) => "GoAway",
-    }
 }
 
 /// Exponential backoff with jitter: each delay is uniform in [d/2, d], and
@@ -629,7 +616,7 @@ impl<C: Connect> Transport<C> {
             }
             Frame::Ping(nonce) => self.write(framed, Frame::Pong(nonce)).await?,
             Frame::GoAway(reason) => return Err(TransportError::GoAway(reason)),
-            other => return Err(TransportError::Unexpected(frame_kind(&other))),
+            other => return Err(TransportError::Unexpected(other.kind())),
         }
         Ok(())
     }
