@@ -297,10 +297,7 @@ impl Gateway {
                 );
                 (reason, "version")
             }
-            Ok(Some(Ok(other))) => (
-                format!("expected Hello, got {}", other.kind()),
-                "no_hello",
-            ),
+            Ok(Some(Ok(other))) => (format!("expected Hello, got {}", other.kind()), "no_hello"),
             Ok(Some(Err(WireError::Io(e)))) => return Err(e.into()),
             Ok(Some(Err(e))) => (format!("bad first frame: {e}"), wire_error_label(&e)),
             Ok(None) => {
