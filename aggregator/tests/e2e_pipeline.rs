@@ -111,11 +111,22 @@ fn every_request_nginx_served_is_counted_once_on_its_shard() {
         }
     });
 
-    let expected = logged_per_host(&env["NGINX_ACCESS_LOG"], &hosts);
+    // nginx writes its log line after the response has gone out, so give
+    // it a moment to log the last requests before taking its counts.
+    let sent = |i: usize| 40 + 25 * i as i64;
+    let log_deadline = Instant::now() + Duration::from_secs(10);
+    let expected = loop {
+        let logged = logged_per_host(&env["NGINX_ACCESS_LOG"], &hosts);
+        let complete = hosts.iter().enumerate().all(|(i, h)| logged[h] >= sent(i));
+        if complete || Instant::now() > log_deadline {
+            break logged;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     for (i, host) in hosts.iter().enumerate() {
         assert_eq!(
             expected[host],
-            40 + 25 * i as i64,
+            sent(i),
             "nginx logged an unexpected count for {host}"
         );
     }
