@@ -117,6 +117,48 @@ impl Record<'_> {
     }
 }
 
+impl Record<'_> {
+    /// An upper bound on the size, in 8-byte words, of the message that
+    /// [`write_to`](Self::write_to) builds: the root pointer, the struct, and
+    /// every text, data and list it may set. A first segment this large holds
+    /// the whole record, so the message never spills into a second one.
+    pub(crate) fn message_words(&self) -> usize {
+        use capnp::traits::HasStructSize;
+        // A text takes its bytes plus a NUL, rounded up to whole words.
+        let text = |s: &str| s.len() / 8 + 1;
+        let texts = [
+            self.zone,
+            self.method_other,
+            self.host,
+            self.path,
+            self.query,
+            self.protocol,
+            self.referer,
+            self.user_agent,
+            self.content_type,
+            self.country,
+        ];
+        let extras = if self.extras.is_empty() {
+            0
+        } else {
+            let each = extra::Builder::STRUCT_SIZE.total() as usize;
+            // A struct list has one tag word in front of its elements.
+            1 + self
+                .extras
+                .iter()
+                .map(|(key, value)| each + text(key) + text(value))
+                .sum::<usize>()
+        };
+        let root_pointer = 1;
+        let client_ip = 2; // 16 bytes at most
+        root_pointer
+            + request::Builder::STRUCT_SIZE.total() as usize
+            + client_ip
+            + texts.iter().map(|s| text(s)).sum::<usize>()
+            + extras
+    }
+}
+
 /// Leaves empty optional texts as null pointers: smaller on the wire, and
 /// decoding treats null and empty alike.
 fn set_if_any(value: &str, set: impl FnOnce(&str)) {

@@ -12,10 +12,15 @@
 //! config without certificates.
 //!
 //! ```toml
-//! [input]
-//! paths = ["/var/log/nginx/access.log"]   # glob patterns allowed
-//! log_format = "combined"                 # a preset ("combined", "main") or the log_format string
+//! [input]                                 # at least one of paths, syslog_unix, syslog_udp
+//! paths = ["/var/log/nginx/access.log"]   # glob patterns allowed; this is the default
+//!                                         # unless a syslog input is set (then: no files)
+//! log_format = "combined"                 # a preset ("combined", "main") or the log_format
+//!                                         # string, led by nginx's escape= parameter if it has
+//!                                         # one: 'escape=json {"host":"$host",...}'
 //! start_at = "beginning"                  # or "end", for files never seen before
+//! syslog_unix = "/run/sluice/nginx.sock"  # access_log syslog:server=unix:/run/sluice/nginx.sock
+//! syslog_udp = "127.0.0.1:5514"           # access_log syslog:server=127.0.0.1:5514
 //!
 //! [zones]                                 # optional host → zone map
 //! "www.shop.example" = "shop.example"
@@ -25,8 +30,12 @@
 //! max_bytes = 1048576                     # uncompressed payload
 //! max_age_ms = 250
 //!
-//! [spool]
+//! [spool]                                 # the write-ahead log of batches (see the spool module)
 //! dir = "/var/lib/sluice-shipper"
+//! max_bytes = 268435456                   # bound of the segment files together (256 MiB)
+//! segment_bytes = 16777216                # a segment is closed past this (16 MiB)
+//! on_full = "pause"                       # stop reading until acks free space; or "drop_oldest"
+//! fsync = "batch"                         # fsync each batch before sending it; or "never"
 //!
 //! [transport]
 //! endpoints = ["127.0.0.1:17000"]         # tried in order, failover on error
@@ -95,29 +104,51 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
-    #[serde(default = "InputConfig::default_paths")]
-    pub paths: Vec<String>,
+    /// Glob patterns; see [`InputConfig::paths`] for the default.
+    #[serde(default)]
+    paths: Option<Vec<String>>,
+    /// A preset name or the `log_format` string, optionally led by
+    /// `escape=default|json|none` as in nginx.conf.
     #[serde(default = "InputConfig::default_log_format")]
     pub log_format: String,
     #[serde(default)]
     pub start_at: StartAt,
+    /// The unix datagram socket to bind for `access_log syslog:server=unix:…`.
+    #[serde(default)]
+    pub syslog_unix: Option<PathBuf>,
+    /// The UDP address to bind for `access_log syslog:server=…`.
+    #[serde(default)]
+    pub syslog_udp: Option<SocketAddr>,
 }
 
 impl InputConfig {
-    fn default_paths() -> Vec<String> {
-        vec!["/var/log/nginx/access.log".to_owned()]
-    }
     fn default_log_format() -> String {
         "combined".to_owned()
+    }
+
+    /// The glob patterns to tail: as configured; if not configured,
+    /// `/var/log/nginx/access.log`, or none when a syslog input is set.
+    pub fn paths(&self) -> Vec<String> {
+        match &self.paths {
+            Some(paths) => paths.clone(),
+            None if self.has_syslog() => Vec::new(),
+            None => vec!["/var/log/nginx/access.log".to_owned()],
+        }
+    }
+
+    pub fn has_syslog(&self) -> bool {
+        self.syslog_unix.is_some() || self.syslog_udp.is_some()
     }
 }
 
 impl Default for InputConfig {
     fn default() -> Self {
         InputConfig {
-            paths: Self::default_paths(),
+            paths: None,
             log_format: Self::default_log_format(),
             start_at: StartAt::default(),
+            syslog_unix: None,
+            syslog_udp: None,
         }
     }
 }
@@ -167,16 +198,62 @@ impl Default for BatchConfig {
     }
 }
 
+/// `[spool]`: where sealed batches wait for ingest's ACK (see
+/// [`crate::spool`] for the format and the crash story).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
+    /// Holds the epoch, the segments and the dead-letter log.
     #[serde(default = "SpoolConfig::default_dir")]
     pub dir: PathBuf,
+    /// The segment files never hold more than this. At least twice
+    /// `segment_bytes`.
+    #[serde(default = "SpoolConfig::default_max_bytes")]
+    pub max_bytes: u64,
+    /// A segment is closed when the next record would take it past this;
+    /// settled segments are deleted whole. At least twice `batch.max_bytes`,
+    /// so that any batch fits in one.
+    #[serde(default = "SpoolConfig::default_segment_bytes")]
+    pub segment_bytes: u64,
+    #[serde(default)]
+    pub on_full: OnFull,
+    #[serde(default)]
+    pub fsync: Fsync,
+}
+
+/// What a full spool does with the next batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFull {
+    /// Keep it and stop reading until ingest's answers free space: the log
+    /// stays on disk, nothing is lost.
+    #[default]
+    Pause,
+    /// Delete the oldest segments, acknowledged or not, until it fits;
+    /// counted in `sluice_shipper_spool_dropped_{batches,records}_total`.
+    DropOldest,
+}
+
+/// When spool writes are forced to disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fsync {
+    /// After each appended batch, before it is sent: survives power loss.
+    #[default]
+    Batch,
+    /// Left to the OS: survives a crash of the process, not a power loss.
+    Never,
 }
 
 impl SpoolConfig {
     fn default_dir() -> PathBuf {
         PathBuf::from("/var/lib/sluice-shipper")
+    }
+    const fn default_max_bytes() -> u64 {
+        256 << 20
+    }
+    const fn default_segment_bytes() -> u64 {
+        16 << 20
     }
 }
 
@@ -184,6 +261,10 @@ impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
             dir: Self::default_dir(),
+            max_bytes: Self::default_max_bytes(),
+            segment_bytes: Self::default_segment_bytes(),
+            on_full: OnFull::default(),
+            fsync: Fsync::default(),
         }
     }
 }
@@ -284,13 +365,21 @@ impl Config {
             key,
             reason,
         };
-        if self.input.paths.is_empty() {
+        if self.input.paths().is_empty() && !self.input.has_syslog() {
             return Err(invalid(
-                "input.paths",
-                "needs at least one path or glob pattern".into(),
+                "input",
+                "needs at least one input: paths, syslog_unix or syslog_udp".into(),
             ));
         }
-        for pattern in &self.input.paths {
+        if self
+            .input
+            .syslog_unix
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("input.syslog_unix", "is empty".into()));
+        }
+        for pattern in &self.input.paths() {
             glob::Pattern::new(pattern)
                 .map_err(|e| invalid("input.paths", format!("pattern {pattern:?}: {e}")))?;
         }
@@ -311,6 +400,19 @@ impl Config {
         }
         if self.batch.max_age_ms == 0 {
             return Err(invalid("batch.max_age_ms", "must be at least 1".into()));
+        }
+        let (segment, batch) = (self.spool.segment_bytes, self.batch.max_bytes as u64);
+        if segment < 2 * batch {
+            return Err(invalid(
+                "spool.segment_bytes",
+                format!("must be at least twice batch.max_bytes ({batch}), so that any batch fits"),
+            ));
+        }
+        if self.spool.max_bytes < 2 * segment {
+            return Err(invalid(
+                "spool.max_bytes",
+                format!("must be at least twice spool.segment_bytes ({segment})"),
+            ));
         }
         if self.transport.endpoints.is_empty() {
             return Err(invalid(
@@ -401,13 +503,18 @@ client_key = "/c.key"
     #[test]
     fn defaults_fill_every_optional_section() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.input.paths, ["/var/log/nginx/access.log"]);
+        assert_eq!(c.input.paths(), ["/var/log/nginx/access.log"]);
+        assert!(!c.input.has_syslog());
         assert_eq!(c.input.log_format, "combined");
         assert_eq!(c.input.start_at, StartAt::Beginning);
         assert_eq!(c.batch.max_records, 2000);
         assert_eq!(c.batch.max_bytes, 1_048_576);
         assert_eq!(c.batch.max_age_ms, 250);
         assert_eq!(c.spool.dir, Path::new("/var/lib/sluice-shipper"));
+        assert_eq!(c.spool.max_bytes, 268_435_456);
+        assert_eq!(c.spool.segment_bytes, 16_777_216);
+        assert_eq!(c.spool.on_full, OnFull::Pause);
+        assert_eq!(c.spool.fsync, Fsync::Batch);
         assert_eq!(c.transport.endpoints, ["127.0.0.1:17000"]);
         assert_eq!(c.transport.server_name, "localhost");
         assert_eq!(c.transport.window, 32);
@@ -451,6 +558,75 @@ client_key = "/c.key"
         assert!(err.contains("host:port"), "{err}");
         let err = parse(&format!("[input]\nstart_at = \"middle\"\n{MINIMAL}")).unwrap_err();
         assert!(err.to_string().contains("middle"), "{err}");
+    }
+
+    #[test]
+    fn inputs_files_syslog_or_both() {
+        let c = parse(&format!(
+            "[input]\nsyslog_udp = \"127.0.0.1:5514\"\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert!(
+            c.input.paths().is_empty(),
+            "no default file with a syslog input"
+        );
+        assert_eq!(c.input.syslog_udp, Some("127.0.0.1:5514".parse().unwrap()));
+        let c = parse(&format!(
+            "[input]\nsyslog_unix = \"/run/s.sock\"\npaths = [\"/l/*.log\"]\n{MINIMAL}"
+        ))
+        .unwrap();
+        assert_eq!(c.input.paths(), ["/l/*.log"]);
+        assert_eq!(
+            c.input.syslog_unix.as_deref(),
+            Some(Path::new("/run/s.sock"))
+        );
+        let err = parse(&format!("[input]\npaths = []\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("at least one input"), "{err}");
+        let err = parse(&format!("[input]\nsyslog_udp = \"nowhere\"\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("syslog_udp"), "{err}");
+    }
+
+    #[test]
+    fn log_format_escape_is_checked() {
+        let text = format!(
+            "[input]\nlog_format = 'escape=json {{\"t\":\"$msec\",\"ua\":\"$http_user_agent\"}}'\n{MINIMAL}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.log_format().unwrap().escape(),
+            crate::format::Escape::Json
+        );
+        let text = format!("[input]\nlog_format = 'escape=yaml $msec'\n{MINIMAL}");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("log_format") && err.contains("yaml"), "{err}");
+    }
+
+    #[test]
+    fn spool_section_is_checked() {
+        let text = format!(
+            "[spool]\ndir = \"/s\"\nmax_bytes = 8388608\nsegment_bytes = 4194304\non_full = \"drop_oldest\"\nfsync = \"never\"\n{MINIMAL}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            (c.spool.max_bytes, c.spool.segment_bytes),
+            (8 << 20, 4 << 20)
+        );
+        assert_eq!(
+            (c.spool.on_full, c.spool.fsync),
+            (OnFull::DropOldest, Fsync::Never)
+        );
+        for (bad, key) in [
+            ("on_full = \"block\"", "block"),
+            ("fsync = \"always\"", "always"),
+            ("max_size = 1", "max_size"),
+            ("max_bytes = 20000000", "spool.max_bytes"),
+            ("segment_bytes = 1000000", "spool.segment_bytes"),
+        ] {
+            let err = parse(&format!("[spool]\n{bad}\n{MINIMAL}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,43 +1,85 @@
 //! nginx `log_format` compiler: turns the format string into a line parser.
 //!
-//! **In:** the `log_format` string exactly as in nginx.conf (or a preset
-//! name, `combined` or `main`) once; then one log line at a time.
+//! **In:** the `log_format` string exactly as in nginx.conf, optionally led
+//! by nginx's escape parameter (`escape=json {"host":"$host",…}`), or a
+//! preset name (`combined`, `main`), once; then one log line at a time.
 //! **Out:** a [`schemas::Record`] borrowing the line, or a [`ParseError`]
 //! saying why the line is malformed.
 //!
+//! # Matching
+//!
 //! A format compiles into a sequence of literal separators and variables.
-//! A line is matched by taking each variable's text up to the next literal:
+//! A line is matched by taking each variable's text up to an occurrence of
+//! the next literal, trying the first occurrence first and later ones only
+//! if the rest of the line does not match (a search bounded by
+//! [`MATCH_BUDGET`] candidates, so a hostile line costs a few µs at most).
+//! Each candidate must *fit* its variable:
 //!
-//! * an unquoted variable (`$status`) ends at the *first* occurrence of the
-//!   next literal, and its text may not hold a `"` (nginx escapes quotes in
-//!   values, so a raw one means the split is wrong);
-//! * a quoted variable (`"$http_user_agent"`) may hold spaces and quotes: its
-//!   text ends at the first `"…` (the next literal) after which the *rest of
-//!   the pattern* also matches — a bounded backtracking search;
-//! * the last literal is anchored at the end of the line.
+//! * numeric variables (`$status`, `$body_bytes_sent`, `$remote_port`, …)
+//!   hold digits (`-` for "none"), `$request_time`/`$msec` a decimal,
+//!   `$upstream_*` lists of those, addresses hex digits, `.` and `:` — so
+//!   `$remote_addr:$remote_port` splits an IPv6 address at the right colon;
+//! * the time variable must be a valid timestamp of its kind;
+//! * no variable holds a raw `"`, except a quoted one (`"$http_user_agent"`)
+//!   under `escape=default`/`none`, as lines from other writers have them.
 //!
-//! Known variables map onto record fields (see [`Target`]); `-` means empty;
-//! any other variable goes to `extras` (omitted when empty). The zone is the
-//! configured host → zone map entry, else the host lower-cased with any
-//! `:port` stripped. Escapes that nginx writes (`\x22`) are kept as written.
+//! The last literal is anchored at the end of the line. Two variables with
+//! nothing between them can only be told apart when the first has a fixed
+//! width (`$status`, `$time_local`, `$time_iso8601`, `$pipe`);
+//! `$status$body_bytes_sent` works, `$body_bytes_sent$status` is a compile
+//! error ([`FormatError::Adjacent`]).
+//!
+//! # Escapes
+//!
+//! What nginx writes for a variable depends on the format's `escape=`:
+//!
+//! * `default`: `"`, `\`, bytes below 0x20 and from 0x7F as `\xHH`; a value
+//!   that is not set as `-`. Unescaped bytes that are not UTF-8 become
+//!   U+FFFD. A `\` not followed by two hex digits is kept as written.
+//! * `json`: JSON string escapes (`\"`, `\\`, `\n`, `\r`, `\t`, `\b`, `\f`,
+//!   `\u00XX`); other bytes as they came, so a line that is not UTF-8 is
+//!   read lossily (U+FFFD) rather than refused; a value that is not set as
+//!   nothing. An escape JSON does not have is a [`ParseError::BadEscape`].
+//! * `none`: values as they came (read lossily, like `json`).
+//!
+//! Boundaries are found on the escaped text, skipping escape sequences, so
+//! `"a\"b"` is one value; the value is then unescaped. Unescaping copies
+//! only values holding a `\`, into a buffer the parser reuses (see
+//! [`unescape`] for the same as a [`Cow`]).
+//!
+//! # Values
+//!
+//! Known variables map onto record fields (see [`Target`]); `-` and nothing
+//! both mean empty; any other variable goes to `extras` (omitted when
+//! empty). The zone is the configured host → zone map entry, else the host
+//! lower-cased with any `:port` stripped.
 //!
 //! **Guarantees:** a line either parses completely or is rejected with a
 //! reason; nothing panics; parsing does not allocate unless the line has
-//! extra variables, a host that needs lower-casing, or fails.
+//! extra variables, escapes or a host that needs lower-casing (and then only
+//! until the parser's buffers have grown), or fails.
 //!
-//! **Bad input:** no match, a bad number, a bad timestamp or a bad IP address
-//! give a [`ParseError`]; the pipeline counts it, samples it to the
-//! dead-letter log and moves on.
+//! **Bad input:** the [`ParseError`] names the furthest variable the line
+//! got to and why it stopped there: the line ended ([`ParseError::Truncated`]),
+//! a value that cannot be its variable's (a bad number, timestamp, address
+//! or escape), or nothing that fits ([`ParseError::NoMatch`]). The pipeline
+//! counts it by [`ParseError::reason`], samples it to the dead-letter log
+//! and moves on.
 //!
 //! ```
 //! use shipper::format::{LineParser, LogFormat};
 //!
 //! let format = LogFormat::compile_or_preset("combined").unwrap();
 //! let mut parser = LineParser::new(format, Default::default());
-//! let line = r#"192.0.2.1 - - [22/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 612 "-" "curl/8.5 (x; y)""#;
+//! let line = r#"192.0.2.1 - - [22/Nov/2026:10:00:00 +0000] "GET /a?b=1 HTTP/1.1" 200 612 "-" "curl/8.5 (x; \x22y\x22)""#;
 //! let record = parser.parse(line).unwrap();
 //! assert_eq!((record.path, record.query, record.status), ("/a", "b=1", 200));
-//! assert_eq!(record.user_agent, "curl/8.5 (x; y)");
+//! assert_eq!(record.user_agent, r#"curl/8.5 (x; "y")"#);
+//!
+//! let json = LogFormat::compile(r#"escape=json {"t":"$msec","ua":"$http_user_agent"}"#).unwrap();
+//! let mut parser = LineParser::new(json, Default::default());
+//! let record = parser.parse(r#"{"t":"1.5","ua":"say \"hi\"\n"}"#).unwrap();
+//! assert_eq!(record.user_agent, "say \"hi\"\n");
 //! ```
 
 use std::borrow::Cow;
@@ -46,14 +88,16 @@ use std::net::IpAddr;
 
 use schemas::{CacheStatus, Method, Record, Scheme, TlsProtocol};
 
+use crate::metrics::Malformed;
+
 /// nginx's predefined `combined` format.
 pub const COMBINED: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent""#;
 /// The `main` format of nginx's stock nginx.conf: combined plus X-Forwarded-For.
 pub const MAIN: &str = r#"$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent "$http_referer" "$http_user_agent" "$http_x_forwarded_for""#;
 
-/// How many candidate splits of quoted fields one line may try before it is
-/// declared malformed; keeps a hostile line from costing more than a few µs.
-const MATCH_BUDGET: u32 = 256;
+/// How many candidate values one line may try before it is declared
+/// malformed; keeps a hostile line from costing more than a few µs.
+pub const MATCH_BUDGET: u32 = 256;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FormatError {
@@ -61,12 +105,18 @@ pub enum FormatError {
     Empty,
     #[error("log_format has no variables")]
     NoVariables,
-    #[error("variables ${0} and ${1} follow each other with no separator; the parser cannot tell where one ends")]
+    #[error(
+        "variables ${0} and ${1} follow each other with no separator, so the parser cannot tell \
+         where ${0} ends; only a fixed-width variable ($status, $time_local, $time_iso8601, $pipe) \
+         may be followed directly by another: put a separator between them"
+    )]
     Adjacent(String, String),
     #[error("unterminated ${{…}} variable at byte {0}")]
     Unterminated(usize),
     #[error("log_format has no time variable ($time_local, $time_iso8601 or $msec)")]
     NoTime,
+    #[error("unknown escape={0:?} (nginx knows default, json and none)")]
+    UnknownEscape(String),
 }
 
 /// Why a line was rejected. The value in a message is cut to 64 bytes.
@@ -74,6 +124,8 @@ pub enum FormatError {
 pub enum ParseError {
     #[error("line is not UTF-8")]
     NotUtf8,
+    #[error("line ends before the log_format does")]
+    Truncated,
     #[error("line does not match the log_format")]
     NoMatch,
     #[error("${var}: {value:?} is not a valid number")]
@@ -82,6 +134,218 @@ pub enum ParseError {
     BadTimestamp { var: String, value: String },
     #[error("${var}: {value:?} is not an IP address")]
     BadIp { var: String, value: String },
+    #[error("${var}: {value:?} holds an escape sequence that is not valid")]
+    BadEscape { var: String, value: String },
+}
+
+impl ParseError {
+    /// The `reason` label this error is counted under.
+    pub fn reason(&self) -> Malformed {
+        match self {
+            ParseError::NotUtf8 => Malformed::NotUtf8,
+            ParseError::Truncated => Malformed::Truncated,
+            ParseError::NoMatch => Malformed::NoMatch,
+            ParseError::BadNumber { .. } => Malformed::BadNumber,
+            ParseError::BadTimestamp { .. } => Malformed::BadTimestamp,
+            ParseError::BadIp { .. } => Malformed::BadIp,
+            ParseError::BadEscape { .. } => Malformed::BadEscape,
+        }
+    }
+}
+
+/// How nginx escaped variable values: the format's `escape=` parameter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Escape {
+    /// `\xHH` for `"`, `\`, bytes below 0x20 and from 0x7F.
+    #[default]
+    Default,
+    /// JSON string escapes.
+    Json,
+    /// Nothing escaped.
+    None,
+}
+
+impl Escape {
+    fn parse(name: &str) -> Result<Escape, FormatError> {
+        match name {
+            "default" => Ok(Escape::Default),
+            "json" => Ok(Escape::Json),
+            "none" => Ok(Escape::None),
+            _ => Err(FormatError::UnknownEscape(name.to_owned())),
+        }
+    }
+
+    /// Length of the escape sequence at the start of `bytes` (which starts
+    /// with `\`): what unescaping reads as one. Under `escape=default` a `\`
+    /// that does not start `\xHH` is a plain character (length 1). The end
+    /// is always a char boundary.
+    fn sequence_len(self, bytes: &[u8]) -> usize {
+        let hex = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+        };
+        match (self, bytes.get(1)) {
+            (Escape::Default, Some(b'x')) if hex(2..4) => 4,
+            (Escape::Json, Some(b'u')) if hex(2..6) => 6,
+            (Escape::Json, Some(b)) if b.is_ascii() => 2,
+            _ => 1,
+        }
+    }
+
+    /// Whether `value` holds a `"` that is not part of an escape sequence.
+    fn has_raw_quote(self, value: &str) -> bool {
+        if !contains(value.as_bytes(), b'"') {
+            return false;
+        }
+        let bytes = value.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => return true,
+                b'\\' if self != Escape::None => i += self.sequence_len(&bytes[i..]),
+                _ => i += 1,
+            }
+        }
+        false
+    }
+}
+
+/// Whether `haystack` holds `byte`; most values are short, and a plain loop
+/// beats the set-up of a vectorised search on those.
+fn contains(haystack: &[u8], byte: u8) -> bool {
+    if haystack.len() < 32 {
+        haystack.contains(&byte)
+    } else {
+        memchr::memchr(byte, haystack).is_some()
+    }
+}
+
+/// An escape sequence that `escape=json` does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid escape sequence")]
+pub struct InvalidEscape;
+
+/// `value` as nginx had it before escaping it: borrowed unless it holds a `\`.
+///
+/// ```
+/// use shipper::format::{unescape, Escape};
+/// assert_eq!(unescape(r"a\x22b\x5C", Escape::Default).unwrap(), r#"a"b\"#);
+/// assert_eq!(unescape(r#"a\"b\u0001"#, Escape::Json).unwrap(), "a\"b\u{1}");
+/// assert!(matches!(unescape("plain", Escape::Json).unwrap(), std::borrow::Cow::Borrowed(_)));
+/// ```
+pub fn unescape(value: &str, escape: Escape) -> Result<Cow<'_, str>, InvalidEscape> {
+    if escape == Escape::None || !value.contains('\\') {
+        return Ok(Cow::Borrowed(value));
+    }
+    let mut out = String::with_capacity(value.len());
+    unescape_into(value, escape, &mut out, &mut Vec::new())?;
+    Ok(Cow::Owned(out))
+}
+
+/// Appends `value` unescaped to `out`; `bytes` is scratch space.
+fn unescape_into(
+    value: &str,
+    escape: Escape,
+    out: &mut String,
+    bytes: &mut Vec<u8>,
+) -> Result<(), InvalidEscape> {
+    match escape {
+        Escape::None => out.push_str(value),
+        Escape::Default => {
+            // `\xHH` may spell any byte, so the result is checked as a whole.
+            bytes.clear();
+            let raw = value.as_bytes();
+            let mut i = 0;
+            while i < raw.len() {
+                let escaped = raw[i] == b'\\' && raw.get(i + 1) == Some(&b'x');
+                match escaped.then(|| hex_pair(raw.get(i + 2..i + 4))).flatten() {
+                    Some(byte) => {
+                        bytes.push(byte);
+                        i += 4;
+                    }
+                    None => {
+                        bytes.push(raw[i]);
+                        i += 1;
+                    }
+                }
+            }
+            push_lossy(out, bytes);
+        }
+        Escape::Json => {
+            let mut rest = value;
+            while let Some(at) = rest.find('\\') {
+                out.push_str(&rest[..at]);
+                let seq = &rest[at + 1..];
+                let (ch, used) = match seq.as_bytes().first().ok_or(InvalidEscape)? {
+                    b'"' => ('"', 1),
+                    b'\\' => ('\\', 1),
+                    b'/' => ('/', 1),
+                    b'b' => ('\u{8}', 1),
+                    b'f' => ('\u{c}', 1),
+                    b'n' => ('\n', 1),
+                    b'r' => ('\r', 1),
+                    b't' => ('\t', 1),
+                    b'u' => json_unicode(seq)?,
+                    _ => return Err(InvalidEscape),
+                };
+                out.push(ch);
+                rest = &seq[used..];
+            }
+            out.push_str(rest);
+        }
+    }
+    Ok(())
+}
+
+/// `uXXXX` (after the `\`), or a surrogate pair `uD83Du\uDE00`: the char
+/// and how many bytes of `seq` it used. A lone surrogate is U+FFFD.
+fn json_unicode(seq: &str) -> Result<(char, usize), InvalidEscape> {
+    let unit = |s: Option<&str>| -> Option<u32> {
+        let s = s?;
+        if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(s, 16).ok()
+    };
+    let high = unit(seq.get(1..5)).ok_or(InvalidEscape)?;
+    if (0xD800..0xDC00).contains(&high) {
+        if seq.get(5..7) == Some("\\u") {
+            if let Some(low) = unit(seq.get(7..11)).filter(|l| (0xDC00..0xE000).contains(l)) {
+                let c = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00);
+                return Ok((char::from_u32(c).unwrap_or('\u{FFFD}'), 11));
+            }
+        }
+        return Ok(('\u{FFFD}', 5));
+    }
+    Ok((char::from_u32(high).unwrap_or('\u{FFFD}'), 5))
+}
+
+/// The byte two hex digits spell.
+fn hex_pair(pair: Option<&[u8]>) -> Option<u8> {
+    match pair? {
+        [high, low] => Some(hex_digit(*high)? << 4 | hex_digit(*low)?),
+        _ => None,
+    }
+}
+
+fn hex_digit(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Appends `bytes` to `out`, each invalid UTF-8 sequence as U+FFFD.
+fn push_lossy(out: &mut String, bytes: &[u8]) {
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        if !chunk.invalid().is_empty() {
+            out.push('\u{FFFD}');
+        }
+    }
 }
 
 /// Which record field a variable fills.
@@ -152,22 +416,194 @@ impl Target {
     }
 }
 
+/// What the text of a variable can look like, as far as nginx writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// Anything (headers, URIs, names).
+    Text,
+    /// A decimal integer.
+    Digits,
+    /// Seconds with a fraction.
+    Decimal,
+    /// `$upstream_*`: numbers separated by `, ` and ` : `.
+    List,
+    /// An IPv4/IPv6 address or `unix:`.
+    Address,
+    /// `$time_local` or `$time_iso8601`.
+    Time,
+}
+
+impl Shape {
+    fn of(name: &str) -> Shape {
+        match name {
+            "status"
+            | "body_bytes_sent"
+            | "bytes_sent"
+            | "request_length"
+            | "remote_port"
+            | "server_port"
+            | "connection"
+            | "connection_requests"
+            | "pid" => Shape::Digits,
+            "request_time" | "msec" => Shape::Decimal,
+            "upstream_response_time"
+            | "upstream_connect_time"
+            | "upstream_header_time"
+            | "upstream_status"
+            | "upstream_response_length"
+            | "upstream_bytes_received"
+            | "upstream_bytes_sent" => Shape::List,
+            "remote_addr" | "server_addr" | "realip_remote_addr" => Shape::Address,
+            "time_local" | "time_iso8601" => Shape::Time,
+            _ => Shape::Text,
+        }
+    }
+
+    /// Whether every byte of `value` may appear in such a value (`-` is
+    /// "not set" in nginx). One loop per shape: this runs for every field.
+    fn accepts(self, value: &str) -> bool {
+        let all = |ok: fn(&u8) -> bool| value.as_bytes().iter().all(ok);
+        match self {
+            Shape::Text => true,
+            Shape::Digits => all(|b| b.is_ascii_digit() || *b == b'-'),
+            Shape::Decimal => all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-')),
+            Shape::List => {
+                all(|b| b.is_ascii_digit() || matches!(b, b'.' | b',' | b' ' | b':' | b'-'))
+            }
+            Shape::Address => {
+                all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b':' | b'%' | b'-'))
+            }
+            Shape::Time => all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'/' | b':' | b'+' | b'-' | b'.' | b' ')
+            }),
+        }
+    }
+}
+
+/// Width of the variables nginx always writes with the same number of bytes.
+fn fixed_width(name: &str) -> Option<usize> {
+    match name {
+        "status" => Some(3),
+        "time_local" => Some(26),
+        "time_iso8601" => Some(25),
+        "pipe" => Some(1),
+        _ => None,
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Field {
     /// Variable name without the `$`.
     name: Box<str>,
     target: Target,
-    /// Between `"` and `"` in the format: may hold spaces and quotes.
+    shape: Shape,
+    /// Between `"` and `"` in the format.
     quoted: bool,
-    /// The literal that follows; empty only for the last field.
+    /// Set when another variable follows with no literal between them.
+    width: Option<usize>,
+    /// The literal that follows; empty only for the last field and for a
+    /// fixed-width one.
     after: Box<str>,
+}
+
+/// How a candidate value suits its variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    Fits,
+    /// Not as it is, but a longer candidate might (`22/Nov/2026:10:00:00`
+    /// before the space and the zone).
+    Longer,
+    /// Neither this nor any longer candidate (which holds this one).
+    Never,
+}
+
+impl Field {
+    fn fit(&self, value: &str, escape: Escape, time_cache: &mut TimeCache) -> Fit {
+        let raw_quote_ok = self.quoted && escape != Escape::Json;
+        if !self.shape.accepts(value) || (!raw_quote_ok && escape.has_raw_quote(value)) {
+            return Fit::Never;
+        }
+        if self.target.is_time() && time_cache.parse(self, value).is_none() {
+            return Fit::Longer;
+        }
+        Fit::Fits
+    }
+}
+
+/// The last timestamp text and its value: consecutive lines mostly share
+/// their second.
+#[derive(Debug, Default)]
+struct TimeCache {
+    text: String,
+    ns: i64,
+}
+
+impl TimeCache {
+    fn parse(&mut self, field: &Field, value: &str) -> Option<i64> {
+        if self.text == value && !value.is_empty() {
+            return Some(self.ns);
+        }
+        let ns = match field.target {
+            Target::TimeLocal => parse_time_local(value),
+            Target::TimeIso8601 => parse_time_iso8601(value),
+            _ => parse_msec(value),
+        }?;
+        self.text.clear();
+        self.text.push_str(value);
+        self.ns = ns;
+        Some(ns)
+    }
 }
 
 /// A compiled `log_format`.
 #[derive(Debug, Clone)]
 pub struct LogFormat {
+    escape: Escape,
     prefix: Box<str>,
     fields: Vec<Field>,
+}
+
+/// The state of one line's search for its field boundaries.
+struct Search<'c> {
+    budget: u32,
+    time_cache: &'c mut TimeCache,
+    /// The furthest field the line got to, and why it stopped there — on
+    /// the path that takes each field's first fitting candidate: where a
+    /// line from nginx would have matched, what went wrong is there.
+    failure: Option<Failure>,
+    /// Trying a field's later candidates: failures are not recorded.
+    exploring: bool,
+    /// The line holds a `\\` (and the format's escaping is not `none`).
+    escapes: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failure {
+    index: usize,
+    /// The line ended inside this field (else its value did not fit).
+    ran_out: bool,
+    span: (usize, usize),
+}
+
+impl Search<'_> {
+    fn fail(&mut self, index: usize, ran_out: bool, span: (usize, usize)) {
+        if !self.exploring && self.failure.is_none_or(|f| index > f.index) {
+            self.failure = Some(Failure {
+                index,
+                ran_out,
+                span,
+            });
+        }
+    }
+}
+
+/// Where one field's value is: `line[start..end]`, or the parser's
+/// unescaped buffer if `unescaped`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: usize,
+    end: usize,
+    unescaped: bool,
 }
 
 impl LogFormat {
@@ -180,8 +616,16 @@ impl LogFormat {
         }
     }
 
-    /// Compiles a `log_format` string as written in nginx.conf.
+    /// Compiles a `log_format` string as written in nginx.conf, optionally
+    /// led by `escape=default|json|none` and whitespace.
     pub fn compile(format: &str) -> Result<LogFormat, FormatError> {
+        let (escape, format) = match format.strip_prefix("escape=") {
+            Some(rest) => {
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                (Escape::parse(&rest[..end])?, rest[end..].trim_start())
+            }
+            None => (Escape::Default, format),
+        };
         if format.is_empty() {
             return Err(FormatError::Empty);
         }
@@ -192,22 +636,34 @@ impl LogFormat {
         let mut fields: Vec<Field> = Vec::with_capacity(vars.len());
         let mut before: &str = &prefix;
         for (i, (name, after)) in vars.iter().enumerate() {
+            let mut width = None;
             if after.is_empty() && i + 1 < vars.len() {
-                return Err(FormatError::Adjacent(name.clone(), vars[i + 1].0.clone()));
+                width = fixed_width(name);
+                if width.is_none() {
+                    return Err(FormatError::Adjacent(name.clone(), vars[i + 1].0.clone()));
+                }
             }
             fields.push(Field {
                 name: name.as_str().into(),
                 target: Target::of(name),
+                shape: Shape::of(name),
                 quoted: before.ends_with('"') && after.starts_with('"'),
+                width,
                 after: after.as_str().into(),
             });
             before = after;
         }
         resolve_preferences(&mut fields)?;
         Ok(LogFormat {
+            escape,
             prefix: prefix.into(),
             fields,
         })
+    }
+
+    /// The format's `escape=` parameter.
+    pub fn escape(&self) -> Escape {
+        self.escape
     }
 
     /// The variables in order, with the field each fills.
@@ -215,15 +671,52 @@ impl LogFormat {
         self.fields.iter().map(|f| (&*f.name, f.target))
     }
 
-    /// Finds each field's byte span in `line`; false if the line does not match.
-    fn split(&self, line: &str, spans: &mut Vec<(usize, usize)>) -> bool {
-        let Some(rest) = line.strip_prefix(&*self.prefix) else {
-            return false;
-        };
+    /// Finds each field's byte span in `line`, or says why there is none.
+    /// `Ok(true)` if the line holds escape sequences.
+    fn split(
+        &self,
+        line: &str,
+        spans: &mut Vec<Span>,
+        time_cache: &mut TimeCache,
+    ) -> Result<bool, ParseError> {
+        if !line.starts_with(&*self.prefix) {
+            return Err(ParseError::NoMatch);
+        }
         spans.clear();
-        spans.resize(self.fields.len(), (0, 0));
-        let mut budget = MATCH_BUDGET;
-        self.split_from(line, line.len() - rest.len(), 0, spans, &mut budget)
+        spans.resize(self.fields.len(), Span::default());
+        let mut search = Search {
+            budget: MATCH_BUDGET,
+            time_cache,
+            failure: None,
+            exploring: false,
+            // Most lines have none: then no search needs to skip escapes.
+            escapes: self.escape != Escape::None
+                && memchr::memchr(b'\\', line.as_bytes()).is_some(),
+        };
+        if self.split_from(line, self.prefix.len(), 0, spans, &mut search) {
+            return Ok(search.escapes);
+        }
+        let Some(failure) = search.failure else {
+            return Err(ParseError::NoMatch);
+        };
+        if failure.ran_out {
+            return Err(if failure.index > 0 {
+                ParseError::Truncated
+            } else {
+                ParseError::NoMatch
+            });
+        }
+        let field = &self.fields[failure.index];
+        let value = &line[failure.span.0..failure.span.1];
+        let var = field.name.to_string();
+        let value = cut(value);
+        Err(match field.shape {
+            _ if field.target.is_time() => ParseError::BadTimestamp { var, value },
+            Shape::Digits | Shape::Decimal | Shape::List => ParseError::BadNumber { var, value },
+            Shape::Address => ParseError::BadIp { var, value },
+            Shape::Time => ParseError::BadTimestamp { var, value },
+            Shape::Text => ParseError::NoMatch,
+        })
     }
 
     fn split_from(
@@ -231,61 +724,140 @@ impl LogFormat {
         line: &str,
         pos: usize,
         index: usize,
-        spans: &mut [(usize, usize)],
-        budget: &mut u32,
+        spans: &mut [Span],
+        search: &mut Search<'_>,
     ) -> bool {
         let field = &self.fields[index];
         let rest = &line[pos..];
-        let last = index + 1 == self.fields.len();
-        let plausible = |value: &str| field.quoted || !value.contains('"');
-        if last {
+        let after = &*field.after;
+        let fit = |value: &str, search: &mut Search<'_>| {
+            field.fit(value, self.escape, &mut *search.time_cache)
+        };
+        let ran_out = |search: &mut Search<'_>, fit: Fit| {
+            search.fail(index, fit != Fit::Never, (pos, line.len()));
+        };
+        let take = |end: usize, spans: &mut [Span]| {
+            spans[index] = Span {
+                start: pos,
+                end,
+                unescaped: false,
+            };
+        };
+
+        if let Some(width) = field.width {
+            let end = pos + width;
+            if end > line.len() {
+                let f = fit(rest, search);
+                ran_out(search, f);
+                return false;
+            }
+            if !line.is_char_boundary(end) {
+                return false;
+            }
+            if fit(&line[pos..end], search) != Fit::Fits {
+                search.fail(index, false, (pos, end));
+                return false;
+            }
+            take(end, spans);
+            return self.split_from(line, end, index + 1, spans, search);
+        }
+
+        if index + 1 == self.fields.len() {
             // The last literal (possibly empty) is anchored at the line's end.
-            let Some(value) = rest.strip_suffix(&*field.after) else {
+            let Some(value) = rest.strip_suffix(after) else {
+                if self
+                    .find_literal(line, pos, after, search.escapes)
+                    .is_some()
+                {
+                    // Something after the end of the format.
+                    search.fail(index, false, (pos, line.len()));
+                } else {
+                    let f = fit(rest, search);
+                    ran_out(search, f);
+                }
                 return false;
             };
-            spans[index] = (pos, pos + value.len());
-            return plausible(value);
-        }
-        if !field.quoted {
-            let Some(len) = rest.find(&*field.after) else {
+            if fit(value, search) != Fit::Fits {
+                search.fail(index, false, (pos, pos + value.len()));
                 return false;
+            }
+            take(pos + value.len(), spans);
+            return true;
+        }
+
+        // Try each occurrence of the next literal until the rest matches too.
+        let step = after.chars().next().map_or(1, char::len_utf8);
+        let exploring = search.exploring;
+        let mut from = pos;
+        let matched = loop {
+            if search.budget == 0 {
+                break false;
+            }
+            let Some(end) = self.find_literal(line, from, after, search.escapes) else {
+                let f = fit(rest, search);
+                ran_out(search, f);
+                break false;
             };
-            if !plausible(&rest[..len]) {
-                return false;
+            search.budget -= 1;
+            match fit(&line[pos..end], search) {
+                Fit::Never => {
+                    search.fail(index, false, (pos, end));
+                    break false;
+                }
+                Fit::Longer => search.fail(index, false, (pos, end)),
+                Fit::Fits => {
+                    take(end, spans);
+                    if self.split_from(line, end + after.len(), index + 1, spans, search) {
+                        break true;
+                    }
+                    search.exploring = true;
+                }
             }
-            spans[index] = (pos, pos + len);
-            return self.split_from(
-                line,
-                pos + len + field.after.len(),
-                index + 1,
-                spans,
-                budget,
-            );
-        }
-        // A quoted value may contain the literal that ends it: try each
-        // occurrence until the rest of the line matches too.
-        let mut from = 0;
-        while let Some(found) = rest[from..].find(&*field.after) {
-            if *budget == 0 {
-                return false;
-            }
-            *budget -= 1;
-            let len = from + found;
-            spans[index] = (pos, pos + len);
-            if self.split_from(
-                line,
-                pos + len + field.after.len(),
-                index + 1,
-                spans,
-                budget,
-            ) {
-                return true;
-            }
-            // `after` starts with `"`, one byte: the next char boundary.
-            from = len + 1;
-        }
-        false
+            from = end + step;
+        };
+        search.exploring = exploring;
+        matched
     }
+
+    /// The first occurrence of `literal` in `line` at or after `from` that is
+    /// not inside an escape sequence (if the line has any).
+    fn find_literal(
+        &self,
+        line: &str,
+        mut from: usize,
+        literal: &str,
+        escapes: bool,
+    ) -> Option<usize> {
+        loop {
+            let at = from + find(line.get(from..)?, literal)?;
+            if !escapes {
+                return Some(at);
+            }
+            let Some(backslash) = memchr::memchr(b'\\', &line.as_bytes()[from..at]) else {
+                return Some(at);
+            };
+            let escape_at = from + backslash;
+            from = escape_at + self.escape.sequence_len(&line.as_bytes()[escape_at..]);
+        }
+    }
+}
+
+/// `haystack.find(literal)` for the short literals between variables:
+/// `str::find` sets up a two-way searcher on every call, which costs more
+/// than the search; memchr for the first byte, then a compare, does not.
+fn find(haystack: &str, literal: &str) -> Option<usize> {
+    let (haystack, literal) = (haystack.as_bytes(), literal.as_bytes());
+    let Some((&first, rest)) = literal.split_first() else {
+        return Some(0);
+    };
+    let mut from = 0;
+    while let Some(at) = memchr::memchr(first, &haystack[from..]).map(|i| from + i) {
+        if haystack[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// Splits a format into its leading literal and (variable, following literal) pairs.
@@ -316,7 +888,7 @@ fn tokenize(format: &str) -> Result<(String, Vec<(String, String)>), FormatError
                 .position(|&b| !is_name(b))
                 .map_or(bytes.len(), |n| i + 1 + n);
             if end == i + 1 {
-                // A `$` not followed by a name is literal text, as in nginx.
+                // A `$` not followed by a name is kept as literal text.
                 literal.push('$');
                 i += 1;
             } else {
@@ -365,16 +937,25 @@ fn resolve_preferences(fields: &mut [Field]) -> Result<(), FormatError> {
     Ok(())
 }
 
+/// What parsing reuses from line to line.
+#[derive(Debug, Default)]
+struct Scratch {
+    spans: Vec<Span>,
+    /// Unescaped values of the current line.
+    unescaped: String,
+    bytes: Vec<u8>,
+    zone_buf: String,
+    time_cache: TimeCache,
+}
+
 /// A compiled format plus the zone map and the scratch space parsing reuses.
 #[derive(Debug)]
 pub struct LineParser {
     format: LogFormat,
     zones: BTreeMap<String, String>,
-    spans: Vec<(usize, usize)>,
-    zone_buf: String,
-    /// The last timestamp text and its value: consecutive lines mostly share
-    /// their second.
-    time_cache: (String, i64),
+    scratch: Scratch,
+    /// A line that is not UTF-8, read lossily (`escape=json`/`none` only).
+    lossy_line: String,
 }
 
 impl LineParser {
@@ -383,47 +964,103 @@ impl LineParser {
         LineParser {
             format,
             zones,
-            spans: Vec::new(),
-            zone_buf: String::new(),
-            time_cache: (String::new(), 0),
+            scratch: Scratch::default(),
+            lossy_line: String::new(),
         }
+    }
+
+    /// The compiled format.
+    pub fn format(&self) -> &LogFormat {
+        &self.format
     }
 
     /// Parses raw line bytes (without the newline; a trailing `\r` is ignored).
     pub fn parse_bytes<'a>(&'a mut self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
-        let line = std::str::from_utf8(line).map_err(|_| ParseError::NotUtf8)?;
-        self.parse(line)
+        let LineParser {
+            format,
+            zones,
+            scratch,
+            lossy_line,
+        } = self;
+        let text: &'a str = match std::str::from_utf8(line) {
+            Ok(text) => text,
+            // nginx escapes every byte from 0x7F under `escape=default`; the
+            // other modes pass a client's bytes through as they came.
+            Err(_) if format.escape != Escape::Default => {
+                lossy_line.clear();
+                push_lossy(lossy_line, line);
+                let lossy: &'a String = lossy_line;
+                lossy
+            }
+            Err(_) => return Err(ParseError::NotUtf8),
+        };
+        parse_line(format, zones, scratch, text)
     }
 
     /// Parses one line (without the newline; a trailing `\r` is ignored).
     pub fn parse<'a>(&'a mut self, line: &'a str) -> Result<Record<'a>, ParseError> {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let LineParser {
-            format,
-            zones,
-            spans,
-            zone_buf,
-            time_cache,
-        } = self;
-        if !format.split(line, spans) {
-            return Err(ParseError::NoMatch);
-        }
-        let mut record = Record::default();
-        for (field, &(start, end)) in format.fields.iter().zip(spans.iter()) {
-            let raw = &line[start..end];
-            let value = if raw == "-" { "" } else { raw };
-            apply(&mut record, field, value, time_cache)?;
-        }
-        record.zone = zone_of(record.host, zones, zone_buf);
-        Ok(record)
+        parse_line(&self.format, &self.zones, &mut self.scratch, line)
     }
+}
+
+fn parse_line<'a>(
+    format: &'a LogFormat,
+    zones: &'a BTreeMap<String, String>,
+    scratch: &'a mut Scratch,
+    line: &'a str,
+) -> Result<Record<'a>, ParseError> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let Scratch {
+        spans,
+        unescaped,
+        bytes,
+        zone_buf,
+        time_cache,
+    } = scratch;
+    let escapes = format.split(line, spans, time_cache)?;
+    unescaped.clear();
+    if escapes {
+        for (field, span) in format.fields.iter().zip(spans.iter_mut()) {
+            let raw = &line[span.start..span.end];
+            if field.target == Target::Ignored || memchr::memchr(b'\\', raw.as_bytes()).is_none() {
+                continue;
+            }
+            let start = unescaped.len();
+            unescape_into(raw, format.escape, unescaped, bytes).map_err(|InvalidEscape| {
+                ParseError::BadEscape {
+                    var: field.name.to_string(),
+                    value: cut(raw),
+                }
+            })?;
+            *span = Span {
+                start,
+                end: unescaped.len(),
+                unescaped: true,
+            };
+        }
+    }
+    let unescaped: &'a String = unescaped;
+    let mut record = Record::default();
+    for (field, span) in format.fields.iter().zip(spans.iter()) {
+        let value = if span.unescaped {
+            &unescaped[span.start..span.end]
+        } else {
+            match &line[span.start..span.end] {
+                "-" => "",
+                raw => raw,
+            }
+        };
+        apply(&mut record, field, value, time_cache)?;
+    }
+    record.zone = zone_of(record.host, zones, zone_buf);
+    Ok(record)
 }
 
 fn apply<'a>(
     record: &mut Record<'a>,
     field: &'a Field,
     value: &'a str,
-    time_cache: &mut (String, i64),
+    time_cache: &mut TimeCache,
 ) -> Result<(), ParseError> {
     let bad_number = || ParseError::BadNumber {
         var: field.name.to_string(),
@@ -437,23 +1074,13 @@ fn apply<'a>(
             })?
         }
         Target::TimeLocal | Target::TimeIso8601 | Target::Msec => {
-            record.timestamp_ns = if time_cache.0 == value && !value.is_empty() {
-                time_cache.1
-            } else {
-                let parsed = match field.target {
-                    Target::TimeLocal => parse_time_local(value),
-                    Target::TimeIso8601 => parse_time_iso8601(value),
-                    _ => parse_msec(value),
-                };
-                let ns = parsed.ok_or_else(|| ParseError::BadTimestamp {
-                    var: field.name.to_string(),
-                    value: cut(value),
-                })?;
-                time_cache.0.clear();
-                time_cache.0.push_str(value);
-                time_cache.1 = ns;
-                ns
-            }
+            record.timestamp_ns =
+                time_cache
+                    .parse(field, value)
+                    .ok_or_else(|| ParseError::BadTimestamp {
+                        var: field.name.to_string(),
+                        value: cut(value),
+                    })?
         }
         Target::Request => {
             let request = split_request(value);

@@ -5,21 +5,26 @@
 //! connection. The stages, one module each, in the order a line flows:
 //!
 //! ```text
-//!  access.log ──▶ tail ──▶ format ──▶ pipeline (batch) ──▶ checkpoint (spool)
-//!                 lines    Record     sealed blob + offsets     │
-//!                                         │                     │ acked seqs
-//!                                         ▼                     │
-//!                                     transport ──TLS──▶ ingest ┘
+//!  access.log ──▶ tail ──┐
+//!                        ├─▶ format ──▶ pipeline (batch) ──▶ spool (write-ahead log)
+//!  nginx ──▶ syslog ─────┘   Record     sealed blob + offsets     │        ▲
+//!  (unix dgram / UDP) lines                                      │ window │ settled seqs
+//!                                                                ▼        │
+//!                                                     transport ──TLS──▶ ingest
 //! ```
 //!
 //! * [`config`] — the TOML file, checked.
 //! * [`tail`] — complete lines from files matched by globs, with offsets;
 //!   rotation and truncation.
-//! * [`format`] — compiles nginx's `log_format` into a line parser.
+//! * [`syslog`] — nginx's `access_log syslog:` lines, over a unix datagram
+//!   socket or UDP; bounded, no offsets.
+//! * [`format`](mod@format) — compiles nginx's `log_format` (with its `escape=`) into a
+//!   line parser.
 //! * [`pipeline`] — the reading thread: parse, encode into a batch, seal,
-//!   bound the unacknowledged window.
-//! * [`checkpoint`] — the [`checkpoint::Spool`] seam and its first
-//!   implementation: identities and file offsets, persisted once acked.
+//!   spool, hand the transport a window of batches.
+//! * [`spool`] — the on-disk write-ahead log: each sealed batch with the
+//!   reading position after it, kept until ingest answers; the read
+//!   checkpoint and the unacknowledged batches are recovered from it.
 //! * [`transport`] — the persistent connection: window, ACK/NACK, resends,
 //!   reconnects with backoff and failover.
 //! * [`dead_letter`], [`metrics`], [`http`] — what operators see.
@@ -29,17 +34,19 @@
 //! They talk over channels only: sealed batches go to the transport, answers
 //! come back as [`pipeline::Control`] messages.
 //!
-//! Delivery is at-least-once: a batch keeps its identity across resends (the
-//! aggregator drops duplicates), and lines whose batch was never acknowledged
-//! are read again after a restart (in a new batch).
+//! Delivery: every line goes into exactly one batch identity, and a batch is
+//! sent under that identity until ingest answers — across reconnects and
+//! restarts (from the spool) alike. The aggregator drops identities it has
+//! already applied, so each line counts once.
 
-pub mod checkpoint;
 pub mod config;
 pub mod dead_letter;
 pub mod format;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
+pub mod spool;
+pub mod syslog;
 pub mod tail;
 pub mod transport;
 
@@ -48,12 +55,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use checkpoint::{Checkpointer, Spool, SpoolError};
 use config::Config;
 use dead_letter::DeadLetter;
 use format::{FormatError, LineParser};
 use metrics::Metrics;
 use pipeline::{Control, Pipeline, PipelineError};
+use spool::{Spool, SpoolError};
+use syslog::{SyslogError, SyslogInput};
 use tail::Tailer;
 use transport::{Settings, TlsConnect, Transport, TransportError};
 
@@ -72,18 +80,22 @@ pub enum RunError {
     },
     #[error("pipeline: {0}")]
     Pipeline(#[from] PipelineError),
+    #[error("{0}")]
+    Syslog(#[from] SyslogError),
     #[error("the pipeline thread failed: {0}")]
     Crashed(String),
 }
 
 /// Runs the shipper until `shutdown` completes (or the pipeline fails), then
-/// stops as [`pipeline`] describes: seal, wait up to 5 s for acks, persist.
+/// stops as [`pipeline`] describes: seal, wait up to 5 s for acks, sync the
+/// spool (what is unacknowledged stays there for the next start).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let format = config.log_format()?;
     let connector = TlsConnect::new(&config.transport)?;
-    let dir = config.spool.dir.clone();
-    let spool = tokio::task::spawn_blocking(move || Checkpointer::open(&dir))
+    let spool_config = config.spool.clone();
+    let spool_metrics = metrics.clone();
+    let spool = tokio::task::spawn_blocking(move || Spool::open(&spool_config, spool_metrics))
         .await
         .map_err(|e| RunError::Crashed(e.to_string()))??;
     let addr = config.metrics.listen;
@@ -109,16 +121,27 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         }
     });
 
+    let syslog = if config.input.has_syslog() {
+        let wake_tx = control_tx.clone();
+        let wake: syslog::Wake = Arc::new(move || {
+            // The pipeline may have stopped; then nobody needs waking.
+            let _ = wake_tx.send(Control::InputReady);
+        });
+        let (unix, udp) = (config.input.syslog_unix.as_deref(), config.input.syslog_udp);
+        Some(SyslogInput::start(unix, udp, &metrics, wake)?)
+    } else {
+        None
+    };
     let tailer = Tailer::new(
-        config.input.paths.clone(),
+        config.input.paths(),
         config.input.start_at,
         &spool.recovered().offsets,
         metrics.clone(),
     );
-    let pipeline = Pipeline::new(
+    let mut pipeline = Pipeline::new(
         tailer,
         LineParser::new(format, config.zones.clone()),
-        Box::new(spool) as Box<dyn Spool>,
+        spool,
         DeadLetter::new(&config.spool.dir),
         config.batch.clone(),
         config.transport.window,
@@ -126,8 +149,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         batches_tx,
         metrics,
     );
+    if let Some(syslog) = syslog {
+        pipeline = pipeline.with_syslog(syslog);
+    }
     let mut pipeline_task = tokio::task::spawn_blocking(move || pipeline.run());
-    tracing::info!(paths = ?config.input.paths, endpoints = ?config.transport.endpoints, "shipper running");
+    tracing::info!(paths = ?config.input.paths(), syslog_unix = ?config.input.syslog_unix, syslog_udp = ?config.input.syslog_udp, endpoints = ?config.transport.endpoints, "shipper running");
 
     let result = tokio::select! {
         result = &mut pipeline_task => result,

@@ -1,28 +1,41 @@
 //! The reading side, on one dedicated thread: tail → parse → batch → spool.
 //!
-//! **In:** lines from the [`Tailer`], ingest's answers and the shutdown
-//! request as [`Control`] messages. **Out:** sealed batches
-//! ([`Outgoing`]) to the transport task, and the spool's checkpoint.
+//! **In:** lines from the [`Tailer`] and, if configured, from nginx over
+//! syslog ([`SyslogInput`]); ingest's answers and the shutdown request as
+//! [`Control`] messages. **Out:** sealed batches into the [`Spool`], and
+//! from there ([`Outgoing`]) to the transport task.
 //!
 //! Each parsed line is encoded into the open [`BatchBuilder`] at once (the
 //! record borrows the line; nothing is copied). The open batch is sealed when
 //! it holds `batch.max_records` records, `batch.max_bytes` of payload, or is
 //! `batch.max_age_ms` old. Sealing takes the batch's identity from the spool
-//! and records the file offsets it covers.
+//! and appends it there together with the whole reading position (every
+//! file's offset after its last line), so the two never disagree.
 //!
 //! **Guarantees:**
-//! * Memory is bounded: when `transport.window` batches are unsettled,
-//!   reading pauses (the log stays on disk) until ingest answers.
-//! * A malformed line is counted, sampled to the dead-letter log, and
-//!   skipped: it never stalls the file.
+//! * Memory is bounded: the transport is handed at most `transport.window`
+//!   batches at a time; the rest wait in the spool, on disk, and are read
+//!   back as ingest answers. When the spool is full (`spool.on_full =
+//!   "pause"`) the sealed batch waits here and reading pauses — the log stays
+//!   on disk — until answers free a segment.
+//! * A malformed line — one that does not parse, or that an input gave up
+//!   on (too long, cut short) — is counted by reason
+//!   (`lines_malformed_total{reason}`), sampled to the dead-letter log with
+//!   the reason, and skipped: it never stalls the file.
+//! * Syslog lines have no offsets: they are safe once their batch is in the
+//!   spool (see [`crate::syslog`]). Files and syslog take turns, so neither
+//!   starves the other.
 //! * Shutdown ([`Control::Shutdown`]) stops reading, seals the open batch,
-//!   waits up to [`SHUTDOWN_GRACE`] for outstanding answers and commits the
-//!   checkpoint. Unanswered batches are not recorded, so their lines are
-//!   read again at the next start.
+//!   keeps handing spooled batches to the transport for up to
+//!   [`SHUTDOWN_GRACE`] while answers come back, and syncs the spool.
+//!   Unanswered batches stay in the spool and are sent again, with the same
+//!   identity, at the next start.
 //!
 //! This is blocking code (file reads, fsync) and must not run on the async
 //! runtime's threads; [`crate::run`] gives it its own.
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,18 +44,19 @@ use bytes::Bytes;
 use schemas::{BatchBuilder, BatchId};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::checkpoint::{SealedBatch, Spool, SpoolError};
 use crate::config::BatchConfig;
 use crate::dead_letter::DeadLetter;
 use crate::format::LineParser;
-use crate::metrics::Metrics;
-use crate::tail::Tailer;
+use crate::metrics::{Malformed, Metrics};
+use crate::spool::{Appended, SealedBatch, Spool, SpoolError};
+use crate::syslog::SyslogInput;
+use crate::tail::{FileOffset, Tailer};
 
 /// How often files are polled for new data.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// How long shutdown waits for outstanding answers.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// Checkpoint writes (each an fsync) are at most this frequent while running.
+/// Position records and the fsync of answers are at most this frequent.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(100);
 /// Lines read between looks at the control channel.
 const LINES_PER_TURN: u32 = 1024;
@@ -74,6 +88,9 @@ pub enum Control {
         outcome: Outcome,
     },
     Shutdown,
+    /// An input that is not polled has lines waiting (sent by
+    /// [`SyslogInput`]'s receivers, so a waiting pipeline wakes up).
+    InputReady,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,13 +103,21 @@ pub enum PipelineError {
 
 pub struct Pipeline {
     tailer: Tailer,
+    syslog: Option<SyslogInput>,
     parser: LineParser,
     builder: BatchBuilder,
     opened_at: Option<Instant>,
-    spool: Box<dyn Spool>,
+    spool: Spool,
+    /// Sealed, and found the spool full: reading waits until it is stored.
+    waiting: Option<SealedBatch>,
+    position: ReadPosition,
+    /// A position record found no room; it is tried again.
+    position_owed: bool,
     dead_letter: DeadLetter,
     limits: BatchConfig,
     window: usize,
+    /// Batches handed to the transport and not yet answered.
+    in_transport: usize,
     control: Receiver<Control>,
     out: UnboundedSender<Outgoing>,
     metrics: Arc<Metrics>,
@@ -105,7 +130,7 @@ impl Pipeline {
     pub fn new(
         tailer: Tailer,
         parser: LineParser,
-        spool: Box<dyn Spool>,
+        spool: Spool,
         dead_letter: DeadLetter,
         limits: BatchConfig,
         window: u32,
@@ -115,13 +140,18 @@ impl Pipeline {
     ) -> Pipeline {
         Pipeline {
             tailer,
+            syslog: None,
             parser,
             builder: BatchBuilder::new(),
             opened_at: None,
+            position: ReadPosition::new(&spool.recovered().offsets),
             spool,
+            waiting: None,
+            position_owed: false,
             dead_letter,
             limits,
             window: window.max(1) as usize,
+            in_transport: 0,
             control,
             out,
             metrics,
@@ -130,36 +160,39 @@ impl Pipeline {
         }
     }
 
+    /// Also reads nginx's lines from syslog.
+    pub fn with_syslog(mut self, input: SyslogInput) -> Pipeline {
+        self.syslog = Some(input);
+        self
+    }
+
     /// Runs until [`Control::Shutdown`] (or until every sender of the
     /// control channel is gone), then drains as described in the module doc.
     pub fn run(mut self) -> Result<(), PipelineError> {
         loop {
             let mut stop = false;
             while let Ok(msg) = self.control.try_recv() {
-                stop |= self.handle(msg);
+                stop |= self.handle(msg)?;
             }
             if stop {
                 break;
             }
-            let dry = self.read_some()?;
-            let window_full = self.spool.unsettled() >= self.window;
-            if !window_full
+            self.store_waiting()?;
+            self.feed()?;
+            let dry = self.waiting.is_none() && self.read_some()?;
+            if self.waiting.is_none()
                 && self
                     .opened_at
                     .is_some_and(|at| at.elapsed() >= self.limits.max_age())
             {
                 self.seal()?;
             }
-            if self.builder.is_empty() && self.tailer.has_progress() {
-                let (mut offsets, mut closed) = (Vec::new(), Vec::new());
-                self.tailer.take_progress(&mut offsets, &mut closed);
-                self.spool.note_progress(offsets, closed);
-            }
             if Instant::now() >= self.next_commit {
-                self.spool.commit()?;
+                self.checkpoint()?;
                 self.next_commit = Instant::now() + COMMIT_INTERVAL;
             }
-            if !(dry || window_full) {
+            let paused = self.waiting.is_some();
+            if !(dry || paused) {
                 continue;
             }
             let now = Instant::now();
@@ -173,7 +206,7 @@ impl Pipeline {
             } else {
                 now + POLL_INTERVAL
             };
-            if let (Some(at), false) = (self.opened_at, window_full) {
+            if let (Some(at), false) = (self.opened_at, paused) {
                 wake = wake.min(at + self.limits.max_age());
             }
             match self
@@ -181,7 +214,7 @@ impl Pipeline {
                 .recv_timeout(wake.saturating_duration_since(now))
             {
                 Ok(msg) => {
-                    if self.handle(msg) {
+                    if self.handle(msg)? {
                         break;
                     }
                 }
@@ -192,79 +225,194 @@ impl Pipeline {
         self.finish()
     }
 
-    /// Reads and encodes lines until the files run dry (returns true), the
-    /// window fills, or a turn's worth was read.
+    /// Reads and encodes lines until the inputs run dry (returns true), the
+    /// spool is full, or a turn's worth was read from each.
     fn read_some(&mut self) -> Result<bool, PipelineError> {
-        if self.spool.unsettled() >= self.window {
-            return Ok(false);
-        }
+        let files_dry = self.read_files()?;
+        let syslog_dry = self.read_syslog()?;
+        Ok(files_dry && syslog_dry)
+    }
+
+    /// A turn of [`read_some`](Self::read_some) for the files; polls them
+    /// when they run dry and a poll is due.
+    fn read_files(&mut self) -> Result<bool, PipelineError> {
+        let mut dry = false;
         for _ in 0..LINES_PER_TURN {
+            if self.waiting.is_some() {
+                break;
+            }
             let full = {
-                let Some(line) = self.tailer.next_line() else {
-                    return Ok(true);
-                };
-                match self.parser.parse_bytes(line.bytes) {
-                    Ok(record) => {
-                        if self.opened_at.is_none() {
-                            self.opened_at = Some(Instant::now());
-                        }
-                        self.builder.push(&record);
-                    }
-                    Err(e) => {
-                        self.metrics.lines_malformed.inc();
-                        tracing::debug!(path = %line.path.display(), offset = line.offset, "malformed line: {e}");
-                        self.dead_letter
-                            .malformed_line(line.path, line.offset, &e, line.bytes);
+                let (tailer, _, mut sink) = self.inputs();
+                match tailer.next_line() {
+                    Some(line) => sink.take(line.path, line.offset, line.bytes),
+                    None => {
+                        dry = true;
+                        false
                     }
                 }
-                self.builder.len() >= self.limits.max_records
-                    || self.builder.raw_len() >= self.limits.max_bytes
             };
             if full {
                 self.seal()?;
-                if self.spool.unsettled() >= self.window {
-                    return Ok(false);
+            }
+            if dry {
+                let now = Instant::now();
+                if now < self.next_poll {
+                    break;
                 }
+                self.tailer.poll();
+                self.next_poll = now + POLL_INTERVAL;
+                dry = false;
+            }
+        }
+        let (tailer, _, mut sink) = self.inputs();
+        for skipped in tailer.take_skipped() {
+            let detail = format_args!("the line has {} bytes", skipped.len);
+            sink.give_up(
+                &skipped.path,
+                skipped.offset,
+                skipped.reason,
+                &detail,
+                &skipped.excerpt,
+            );
+        }
+        Ok(dry)
+    }
+
+    /// A turn of [`read_some`](Self::read_some) for syslog.
+    fn read_syslog(&mut self) -> Result<bool, PipelineError> {
+        for _ in 0..LINES_PER_TURN {
+            if self.waiting.is_some() {
+                return Ok(false);
+            }
+            let full = {
+                let (_, syslog, mut sink) = self.inputs();
+                let Some(message) = syslog.and_then(SyslogInput::next_message) else {
+                    return Ok(true);
+                };
+                match message.problem {
+                    Some(reason) => {
+                        let detail = format_args!("datagram {}", message.seq);
+                        let (source, seq) = (message.source, message.seq);
+                        sink.give_up(source, seq, reason, &detail, message.line);
+                        false
+                    }
+                    None => {
+                        // As for files: lines handed to the parser.
+                        sink.metrics.lines_read.inc();
+                        sink.take(message.source, message.seq, message.line)
+                    }
+                }
+            };
+            if full {
+                self.seal()?;
             }
         }
         Ok(false)
     }
 
+    /// The inputs and, apart from them, what lines go into.
+    fn inputs(&mut self) -> (&mut Tailer, Option<&mut SyslogInput>, LineSink<'_>) {
+        let sink = LineSink {
+            parser: &mut self.parser,
+            builder: &mut self.builder,
+            opened_at: &mut self.opened_at,
+            dead_letter: &mut self.dead_letter,
+            metrics: &self.metrics,
+            limits: &self.limits,
+        };
+        (&mut self.tailer, self.syslog.as_mut(), sink)
+    }
+
+    /// Seals the open batch (with the next identity and the whole reading
+    /// position) and stores it in the spool, or keeps it waiting if the
+    /// spool is full.
     fn seal(&mut self) -> Result<(), PipelineError> {
-        if self.builder.is_empty() {
+        if self.builder.is_empty() || self.waiting.is_some() {
             return Ok(());
         }
-        let id = self.spool.next_id()?;
+        let id = self.spool.next_id();
         let records = self.builder.len();
         let blob = Bytes::from(self.builder.seal(id));
         self.opened_at = None;
-        let mut batch = SealedBatch {
+        let position = self.position.update(&mut self.tailer);
+        self.waiting = Some(SealedBatch {
             id,
             blob,
             records,
-            offsets: Vec::new(),
-            closed: Vec::new(),
+            position,
+        });
+        self.store_waiting()
+    }
+
+    /// Appends the waiting batch to the spool if it has room now, then
+    /// hands the transport what its window allows.
+    fn store_waiting(&mut self) -> Result<(), PipelineError> {
+        let Some(batch) = &self.waiting else {
+            return Ok(());
         };
-        self.tailer
-            .take_progress(&mut batch.offsets, &mut batch.closed);
-        self.spool.append(&batch)?;
-        tracing::debug!(
-            seq = id.seq,
-            records,
-            bytes = batch.blob.len(),
-            "sealed batch"
-        );
-        self.out
-            .send(Outgoing {
-                id,
-                blob: batch.blob,
-                records,
-            })
-            .map_err(|_| PipelineError::TransportGone)
+        match self.spool.append(batch)? {
+            Appended::Stored => {
+                tracing::debug!(
+                    seq = batch.id.seq,
+                    records = batch.records,
+                    bytes = batch.blob.len(),
+                    "sealed batch spooled"
+                );
+                self.waiting = None;
+                // The batch carried the whole position.
+                self.position_owed = false;
+                if self.metrics.reading_paused.get() != 0 {
+                    tracing::info!("the spool has room again; reading resumes");
+                    self.metrics.reading_paused.set(0);
+                }
+                self.feed()
+            }
+            Appended::Full => {
+                if self.metrics.reading_paused.get() == 0 {
+                    tracing::warn!(
+                        bytes = self.spool.bytes(),
+                        unacknowledged = self.spool.unsettled(),
+                        "the spool is full; reading pauses until ingest acknowledges batches (the logs stay on disk)"
+                    );
+                    self.metrics.reading_paused.set(1);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Hands spooled batches to the transport, oldest first, while its
+    /// window has room.
+    fn feed(&mut self) -> Result<(), PipelineError> {
+        while self.in_transport < self.window {
+            let Some(batch) = self.spool.next_unsent()? else {
+                break;
+            };
+            self.out
+                .send(batch)
+                .map_err(|_| PipelineError::TransportGone)?;
+            self.in_transport += 1;
+        }
+        Ok(())
+    }
+
+    /// Records reading progress not tied to a batch (when no batch is open
+    /// or waiting, so the position covers only what is spooled or given
+    /// up on), and syncs the spool.
+    fn checkpoint(&mut self) -> Result<(), PipelineError> {
+        if self.builder.is_empty()
+            && self.waiting.is_none()
+            && (self.position_owed || self.tailer.has_progress())
+        {
+            let position = self.position.update(&mut self.tailer);
+            self.position_owed = !self.spool.record_position(&position)?;
+        }
+        self.spool.commit()?;
+        Ok(())
     }
 
     /// Applies one control message; true for shutdown.
-    fn handle(&mut self, msg: Control) -> bool {
+    fn handle(&mut self, msg: Control) -> Result<bool, PipelineError> {
         match msg {
             Control::Settled {
                 id,
@@ -274,42 +422,48 @@ impl Pipeline {
                 if let Outcome::Rejected { reason } = outcome {
                     self.dead_letter.rejected_batch(id, records, &reason);
                 }
-                self.spool.settle(id.seq);
-                false
+                self.in_transport = self.in_transport.saturating_sub(1);
+                self.spool.settle(id.seq)?;
+                Ok(false)
             }
-            Control::Shutdown => true,
+            Control::Shutdown => Ok(true),
+            Control::InputReady => Ok(false),
         }
     }
 
     fn finish(mut self) -> Result<(), PipelineError> {
         tracing::info!("stopping: sealing the open batch and waiting for outstanding acks");
-        // At shutdown the window may be exceeded by this one batch.
         self.seal()?;
-        if self.tailer.has_progress() {
-            let (mut offsets, mut closed) = (Vec::new(), Vec::new());
-            self.tailer.take_progress(&mut offsets, &mut closed);
-            self.spool.note_progress(offsets, closed);
+        if let Some(batch) = self.waiting.take() {
+            // Not in the spool, so its position was never recorded either.
+            self.position_owed = false;
+            tracing::warn!(
+                seq = batch.id.seq,
+                records = batch.records,
+                "the spool is full: the last batch is not kept; its lines from files are read again at the next start, its lines from syslog are lost"
+            );
         }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
-        while self.spool.unsettled() > 0 {
+        loop {
+            self.feed()?;
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if self.in_transport == 0 || left.is_zero() {
                 break;
             }
             match self.control.recv_timeout(left) {
                 Ok(msg) => {
-                    self.handle(msg);
+                    self.handle(msg)?;
                 }
                 Err(RecvTimeoutError::Timeout) => break,
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.spool.commit()?;
+        self.checkpoint()?;
         let left = self.spool.unsettled();
         if left > 0 {
             tracing::warn!(
                 batches = left,
-                "stopped with unacknowledged batches; their lines will be read again"
+                "stopped with unacknowledged batches; they stay in the spool and are sent again, with the same identity, at the next start"
             );
         } else {
             tracing::info!("stopped; every batch was acknowledged");
@@ -318,15 +472,110 @@ impl Pipeline {
     }
 }
 
+/// The whole reading position, kept from the tailer's progress reports:
+/// what every batch and position record in the spool carries.
+#[derive(Debug, Default)]
+struct ReadPosition {
+    /// By inode, as the tailer reports files.
+    files: BTreeMap<u64, FileOffset>,
+}
+
+impl ReadPosition {
+    fn new(recovered: &[FileOffset]) -> ReadPosition {
+        ReadPosition {
+            files: recovered.iter().map(|f| (f.inode, f.clone())).collect(),
+        }
+    }
+
+    /// Takes the tailer's progress in; returns the whole position.
+    fn update(&mut self, tailer: &mut Tailer) -> Vec<FileOffset> {
+        let (mut offsets, mut closed) = (Vec::new(), Vec::new());
+        tailer.take_progress(&mut offsets, &mut closed);
+        for f in offsets {
+            self.files.insert(f.inode, f);
+        }
+        for inode in closed {
+            self.files.remove(&inode);
+        }
+        self.files.values().cloned().collect()
+    }
+}
+
+/// Where a line goes: parsed into the open batch, or, if it cannot be
+/// used, counted and sampled to the dead-letter log.
+struct LineSink<'p> {
+    parser: &'p mut LineParser,
+    builder: &'p mut BatchBuilder,
+    opened_at: &'p mut Option<Instant>,
+    dead_letter: &'p mut DeadLetter,
+    metrics: &'p Metrics,
+    limits: &'p BatchConfig,
+}
+
+impl LineSink<'_> {
+    /// Parses `bytes` into the open batch (or gives up on it); true once the
+    /// batch is full.
+    fn take(&mut self, source: &Path, offset: u64, bytes: &[u8]) -> bool {
+        match self.parser.parse_bytes(bytes) {
+            Ok(record) => {
+                self.opened_at.get_or_insert_with(Instant::now);
+                self.builder.push(&record);
+            }
+            Err(e) => self.give_up(source, offset, e.reason(), &e, bytes),
+        }
+        self.builder.len() >= self.limits.max_records
+            || self.builder.raw_len() >= self.limits.max_bytes
+    }
+
+    /// The one place a line that cannot be used is counted and dead-lettered.
+    fn give_up(
+        &mut self,
+        source: &Path,
+        offset: u64,
+        reason: Malformed,
+        detail: &dyn std::fmt::Display,
+        bytes: &[u8],
+    ) {
+        self.metrics.line_malformed(reason);
+        tracing::debug!(source = %source.display(), offset, %reason, "malformed line: {detail}");
+        self.dead_letter
+            .malformed_line(source, offset, &format_args!("{reason}: {detail}"), bytes);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::Checkpointer;
-    use crate::config::StartAt;
+    use crate::config::{Fsync, OnFull, SpoolConfig, StartAt};
     use crate::format::LogFormat;
+    use std::io::Write;
     use std::sync::mpsc;
 
     const LINE: &str = "1795341600.000 200 /x\n";
+
+    #[derive(Debug, Clone, Copy)]
+    struct Params {
+        /// Good lines appended to `a.log` (then one malformed line).
+        lines: usize,
+        max_records: u32,
+        window: u32,
+        max_age_ms: u64,
+        spool_max_bytes: u64,
+        spool_segment_bytes: u64,
+    }
+
+    impl Default for Params {
+        fn default() -> Self {
+            Params {
+                lines: 5,
+                max_records: 1,
+                window: 8,
+                max_age_ms: 20,
+                spool_max_bytes: 1 << 20,
+                spool_segment_bytes: 64 << 10,
+            }
+        }
+    }
 
     struct Running {
         dir: tempfile::TempDir,
@@ -334,18 +583,36 @@ mod tests {
         batches: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
         thread: std::thread::JoinHandle<Result<(), PipelineError>>,
         metrics: Arc<Metrics>,
+        params: Params,
     }
 
-    fn start(lines: usize, max_records: u32, window: u32) -> Running {
-        start_with_age(lines, max_records, window, 20)
+    fn spool_config(dir: &Path, p: Params) -> SpoolConfig {
+        SpoolConfig {
+            dir: dir.join("spool"),
+            max_bytes: p.spool_max_bytes,
+            segment_bytes: p.spool_segment_bytes,
+            on_full: OnFull::Pause,
+            fsync: Fsync::Batch,
+        }
     }
 
-    fn start_with_age(lines: usize, max_records: u32, window: u32, max_age_ms: u64) -> Running {
-        let dir = tempfile::tempdir().unwrap();
+    fn start(p: Params) -> Running {
+        start_in(tempfile::tempdir().unwrap(), p)
+    }
+
+    /// Appends `p.lines` lines and a malformed one to `dir/a.log` and runs a
+    /// pipeline on it, with its spool in `dir/spool`.
+    fn start_in(dir: tempfile::TempDir, p: Params) -> Running {
         let log = dir.path().join("a.log");
-        std::fs::write(&log, LINE.repeat(lines) + "not a line\n").unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        file.write_all((LINE.repeat(p.lines) + "not a line\n").as_bytes())
+            .unwrap();
         let metrics = Arc::new(Metrics::new());
-        let spool = Checkpointer::open(&dir.path().join("spool")).unwrap();
+        let spool = Spool::open(&spool_config(dir.path(), p), metrics.clone()).unwrap();
         let tailer = Tailer::new(
             vec![log.to_string_lossy().into_owned()],
             StartAt::Beginning,
@@ -354,19 +621,19 @@ mod tests {
         );
         let format = LogFormat::compile("$msec $status $request").unwrap();
         let limits = BatchConfig {
-            max_records,
+            max_records: p.max_records,
             max_bytes: 1 << 20,
-            max_age_ms,
+            max_age_ms: p.max_age_ms,
         };
         let (control, control_rx) = mpsc::channel();
         let (out, batches) = tokio::sync::mpsc::unbounded_channel();
         let pipeline = Pipeline::new(
             tailer,
             LineParser::new(format, Default::default()),
-            Box::new(spool),
+            spool,
             DeadLetter::new(&dir.path().join("spool")),
             limits,
-            window,
+            p.window,
             control_rx,
             out,
             metrics.clone(),
@@ -378,6 +645,15 @@ mod tests {
             batches,
             thread,
             metrics,
+            params: p,
+        }
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -402,59 +678,108 @@ mod tests {
                 })
                 .unwrap();
         }
+        /// Stops without waiting for outstanding answers (the control
+        /// channel closes); returns the directory for a restart.
+        fn stop(self) -> tempfile::TempDir {
+            let Running {
+                dir,
+                control,
+                batches,
+                thread,
+                ..
+            } = self;
+            // It may have stopped already.
+            let _ = control.send(Control::Shutdown);
+            drop(control);
+            thread.join().unwrap().unwrap();
+            drop(batches);
+            dir
+        }
+        /// What a new start would recover from the spool.
+        fn reopen_spool(&self) -> Spool {
+            Spool::open(
+                &spool_config(self.dir.path(), self.params),
+                Arc::new(Metrics::new()),
+            )
+            .unwrap()
+        }
+        fn log_size(&self) -> u64 {
+            std::fs::metadata(self.dir.path().join("a.log"))
+                .unwrap()
+                .len()
+        }
     }
 
     #[test]
-    fn reading_pauses_while_the_window_is_full() {
-        let mut p = start(5, 1, 2);
+    fn the_transport_gets_its_window_and_the_rest_waits_in_the_spool() {
+        let mut p = start(Params {
+            window: 2,
+            ..Params::default()
+        });
         let b1 = p.next().unwrap();
         let b2 = p.next().unwrap();
         assert_eq!((b1.id.seq, b2.id.seq), (1, 2));
-        std::thread::sleep(Duration::from_millis(300));
+        wait_until("every line is read", || p.metrics.lines_read.get() == 6);
+        wait_until("five batches are spooled", || {
+            p.metrics.spool_batches.get() == 5
+        });
+        std::thread::sleep(Duration::from_millis(100));
         assert!(
             p.batches.try_recv().is_err(),
-            "a third batch while two are unacknowledged"
+            "a third batch while two are unanswered"
         );
-        assert_eq!(p.metrics.lines_read.get(), 2);
         p.ack(&b2);
         p.ack(&b1);
         let b3 = p.next().unwrap();
         let b4 = p.next().unwrap();
+        assert_eq!(
+            (b3.id.seq, b4.id.seq),
+            (3, 4),
+            "read back from the spool, in order"
+        );
+        schemas::batch::decode(&b3.blob, &schemas::Limits::default()).unwrap();
         p.ack(&b3);
         p.ack(&b4);
         let b5 = p.next().unwrap();
         assert_eq!(b5.id.seq, 5);
         p.ack(&b5);
-        p.control.send(Control::Shutdown).unwrap();
-        p.thread.join().unwrap().unwrap();
-        assert_eq!(p.metrics.lines_malformed.get(), 1);
-        // Everything was acked: the checkpoint covers the whole file, the
+        wait_until("every batch is settled", || {
+            p.metrics.spool_batches.get() == 0
+        });
+        assert_eq!(p.metrics.malformed(Malformed::BadTimestamp).get(), 1);
+        let (size, params) = (p.log_size(), p.params);
+        let dir = p.stop();
+        // Everything was acked: the position covers the whole file, the
         // malformed last line included.
-        let cp = std::fs::read_to_string(p.dir.path().join("spool/checkpoint.json")).unwrap();
-        let cp: serde_json::Value = serde_json::from_str(&cp).unwrap();
-        let size = std::fs::metadata(p.dir.path().join("a.log")).unwrap().len();
-        assert_eq!(cp["files"][0]["offset"].as_u64(), Some(size), "{cp}");
-        assert_eq!(cp["acked_seq"].as_u64(), Some(5));
+        let spool =
+            Spool::open(&spool_config(dir.path(), params), Arc::new(Metrics::new())).unwrap();
+        assert_eq!(spool.recovered().offsets.len(), 1);
+        assert_eq!(spool.recovered().offsets[0].offset, size);
+        assert_eq!((spool.unsettled(), spool.next_id().seq), (0, 6));
     }
 
     #[test]
     fn batches_seal_on_size_and_age_and_decode() {
-        let mut p = start(7, 3, 8);
+        let mut p = start(Params {
+            lines: 7,
+            max_records: 3,
+            ..Params::default()
+        });
         let sizes: Vec<u32> = (0..3).map(|_| p.next().unwrap().records).collect();
         assert_eq!(sizes, [3, 3, 1], "two full batches, then one sealed by age");
-        p.control.send(Control::Shutdown).unwrap();
-        drop(p.control);
-        p.thread.join().unwrap().unwrap();
+        p.stop();
     }
 
     #[test]
     fn shutdown_seals_the_open_batch_and_waits_for_its_ack() {
-        let mut p = start_with_age(2, 1000, 4, 60_000);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while p.metrics.lines_read.get() < 3 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        assert_eq!(p.metrics.lines_read.get(), 3);
+        let mut p = start(Params {
+            lines: 2,
+            max_records: 1000,
+            window: 4,
+            max_age_ms: 60_000,
+            ..Params::default()
+        });
+        wait_until("three lines are read", || p.metrics.lines_read.get() == 3);
         assert!(
             p.batches.try_recv().is_err(),
             "nothing sealed before max_age"
@@ -463,8 +788,188 @@ mod tests {
         let b = p.next().expect("the open batch is sealed at shutdown");
         assert_eq!(b.records, 2);
         p.ack(&b);
-        p.thread.join().unwrap().unwrap();
-        let cp = std::fs::read_to_string(p.dir.path().join("spool/checkpoint.json")).unwrap();
-        assert!(cp.contains("\"acked_seq\": 1"), "{cp}");
+        // The pipeline ends by itself once the ack is in.
+        wait_until("the pipeline stops", || p.thread.is_finished());
+        let (size, spool) = (p.log_size(), p.reopen_spool());
+        assert_eq!(spool.unsettled(), 0);
+        assert_eq!(spool.recovered().offsets[0].offset, size);
+        p.stop();
+    }
+
+    #[test]
+    fn a_restart_resends_unanswered_batches_with_their_identity_and_reads_on() {
+        let mut p = start(Params {
+            lines: 3,
+            ..Params::default()
+        });
+        let first: Vec<Outgoing> = (0..3).map(|_| p.next().unwrap()).collect();
+        p.ack(&first[0]);
+        let dir = p.stop();
+
+        // Two more lines while stopped.
+        let mut p = start_in(
+            dir,
+            Params {
+                lines: 2,
+                ..Params::default()
+            },
+        );
+        let again: Vec<Outgoing> = (0..2).map(|_| p.next().unwrap()).collect();
+        for (old, new) in first[1..].iter().zip(&again) {
+            assert_eq!(new.id, old.id, "the same identity");
+            assert_eq!(new.blob, old.blob, "the same bytes");
+        }
+        let fresh: Vec<Outgoing> = (0..2).map(|_| p.next().unwrap()).collect();
+        assert_eq!(
+            fresh.iter().map(|b| b.id.seq).collect::<Vec<_>>(),
+            [4, 5],
+            "new lines only, under new seqs"
+        );
+        assert_eq!(fresh[0].id.epoch, first[0].id.epoch);
+        wait_until("the new lines are read", || p.metrics.lines_read.get() == 3);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(p.batches.try_recv().is_err(), "no line is read twice");
+        for b in again.iter().chain(&fresh) {
+            p.ack(b);
+        }
+        p.stop();
+    }
+
+    #[test]
+    fn reading_pauses_while_the_spool_is_full_and_resumes_on_answers() {
+        let mut p = start(Params {
+            lines: 20,
+            window: 1,
+            spool_max_bytes: 2048,
+            spool_segment_bytes: 1024,
+            ..Params::default()
+        });
+        wait_until("reading pauses", || p.metrics.reading_paused.get() == 1);
+        assert!(p.metrics.lines_read.get() < 21, "reading stopped early");
+        assert!(p.metrics.spool_bytes.get() <= 2048);
+        let mut seqs = Vec::new();
+        while seqs.len() < 20 {
+            let b = p.next().expect("batches keep coming as they are acked");
+            assert!(p.metrics.spool_bytes.get() <= 2048);
+            seqs.push(b.id.seq);
+            p.ack(&b);
+        }
+        assert_eq!(seqs, (1..=20).collect::<Vec<u64>>());
+        wait_until("reading resumes", || p.metrics.reading_paused.get() == 0);
+        assert_eq!(p.metrics.lines_read.get(), 21);
+        p.stop();
+    }
+
+    #[test]
+    fn syslog_lines_are_batched_and_bad_ones_counted_and_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Params::default();
+        let metrics = Arc::new(Metrics::new());
+        let spool = Spool::open(&spool_config(dir.path(), p), metrics.clone()).unwrap();
+        let pattern = dir.path().join("*.log").to_string_lossy().into_owned();
+        let recovered = spool.recovered().offsets.clone();
+        let tailer = Tailer::new(
+            vec![pattern],
+            StartAt::Beginning,
+            &recovered,
+            metrics.clone(),
+        );
+        let (control, control_rx) = mpsc::channel();
+        let wake_tx = control.clone();
+        let wake: crate::syslog::Wake = Arc::new(move || {
+            let _ = wake_tx.send(Control::InputReady);
+        });
+        let udp = Some("127.0.0.1:0".parse().unwrap());
+        let syslog = SyslogInput::start(None, udp, &metrics, wake).unwrap();
+        let addr = syslog.udp_addr().unwrap();
+        let (out, mut batches) = tokio::sync::mpsc::unbounded_channel();
+        let limits = BatchConfig {
+            max_records: 2,
+            max_bytes: 1 << 20,
+            max_age_ms: 60_000,
+        };
+        let format = LogFormat::compile("$msec $status $request").unwrap();
+        let pipeline = Pipeline::new(
+            tailer,
+            LineParser::new(format, Default::default()),
+            spool,
+            DeadLetter::new(&dir.path().join("spool")),
+            limits,
+            p.window,
+            control_rx,
+            out,
+            metrics.clone(),
+        )
+        .with_syslog(syslog);
+        let thread = std::thread::spawn(move || pipeline.run());
+
+        let nginx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for datagram in [
+            "<190>Nov 22 10:00:00 edge nginx: 1795341600.000 200 GET /a HTTP/1.1",
+            "no syslog header",
+            "<190>Nov 22 10:00:00 edge nginx: garbage",
+            "<190>Nov 22 10:00:00 edge nginx: 1795341600.000 404 GET /b HTTP/1.1",
+        ] {
+            nginx.send_to(datagram.as_bytes(), addr).unwrap();
+        }
+        let mut batch = None;
+        wait_until("a batch of the good lines", || {
+            batch = batches.try_recv().ok();
+            batch.is_some()
+        });
+        let batch = batch.unwrap();
+        let mut paths = Vec::new();
+        schemas::batch::decode(&batch.blob, &schemas::Limits::default())
+            .unwrap()
+            .for_each(|r| paths.push((r.path.to_owned(), r.status)))
+            .unwrap();
+        assert_eq!(paths, [("/a".to_owned(), 200), ("/b".to_owned(), 404)]);
+        assert_eq!(metrics.malformed(Malformed::SyslogHeader).get(), 1);
+        assert_eq!(metrics.malformed(Malformed::BadTimestamp).get(), 1);
+        assert_eq!(metrics.lines_read.get(), 3);
+
+        let settled = Control::Settled {
+            id: batch.id,
+            records: batch.records,
+            outcome: Outcome::Acked,
+        };
+        control.send(settled).unwrap();
+        control.send(Control::Shutdown).unwrap();
+        thread.join().unwrap().unwrap();
+        let dead = std::fs::read_to_string(dir.path().join("spool/dead-letter.log")).unwrap();
+        assert_eq!(dead.lines().count(), 2, "{dead}");
+        assert!(dead.contains(&format!("syslog:udp:{addr}")), "{dead}");
+        assert!(
+            dead.contains("syslog_header: ") && dead.contains("bad_timestamp: "),
+            "{dead}"
+        );
+    }
+
+    #[test]
+    fn lines_the_tailer_gives_up_on_are_counted_and_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "x".repeat(crate::tail::MAX_LINE + 1);
+        std::fs::write(dir.path().join("a.log"), format!("{long}\n")).unwrap();
+        let params = Params {
+            lines: 2,
+            max_records: 2,
+            ..Params::default()
+        };
+        let mut p = start_in(dir, params);
+        let b = p.next().unwrap();
+        assert_eq!(b.records, 2, "the lines after the long one flow");
+        p.ack(&b);
+        wait_until("the long line is counted", || {
+            p.metrics.malformed(Malformed::TooLong).get() == 1
+        });
+        let dir = p.stop();
+        let dead = std::fs::read_to_string(dir.path().join("spool/dead-letter.log")).unwrap();
+        let entries: Vec<serde_json::Value> = dead
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let reason = format!("too_long: the line has {} bytes", long.len());
+        let entry = entries.iter().find(|e| e["reason"] == reason.as_str());
+        assert_eq!(entry.map(|e| e["offset"].as_u64()), Some(Some(0)), "{dead}");
     }
 }

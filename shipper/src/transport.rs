@@ -1,8 +1,11 @@
 //! Transport: sealed batches to ingest over one persistent mutual-TLS connection.
 //!
-//! **In:** [`Outgoing`] batches from the pipeline. **Out:** frames to ingest
-//! (via [`schemas::FrameCodec`]), and each batch's final answer back to the
-//! pipeline as [`Control::Settled`].
+//! **In:** [`Outgoing`] batches from the pipeline, which reads them from the
+//! spool and hands over at most `transport.window` unanswered at a time (the
+//! rest wait on disk), so this task holds at most that many blobs in memory.
+//! **Out:** frames to ingest (via [`schemas::FrameCodec`]), and each batch's
+//! final answer back to the pipeline as [`Control::Settled`] — which is what
+//! lets the spool forget the batch.
 //!
 //! ```text
 //! connect (endpoints in order) → TLS 1.3 (client cert, SNI = server_name)
@@ -14,7 +17,8 @@
 //!   → Ping after 10 s without sending; a Pong is expected within ack_timeout
 //! ```
 //!
-//! **Guarantees:** a batch keeps its identity for every send. On any
+//! **Guarantees:** a batch keeps its identity for every send (and, through
+//! the spool, across restarts). On any
 //! connection error, GoAway, or an answer that does not arrive within
 //! `ack_timeout`, the connection is dropped and re-established with
 //! exponential backoff (100 ms doubling to 10 s, with jitter), trying the

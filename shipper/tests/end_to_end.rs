@@ -1,15 +1,20 @@
 //! The whole shipper against a fake ingest over real mutual TLS on loopback:
-//! tail → parse → batch → transport → ack → checkpoint, restart, and a
-//! server certificate that does not verify. Runs offline (needs `openssl`).
+//! tail → parse → batch → spool → transport → ack, a restart with a batch
+//! left unanswered, and a server certificate that does not verify. Runs
+//! offline (needs `openssl`).
 
 mod common;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{dev_line, make_pki, FakeIngest, DEV_FORMAT};
 use shipper::config::{Config, TransportConfig};
+use shipper::metrics::Metrics;
+use shipper::spool::Spool;
 use shipper::transport::{Connect, TlsConnect, TransportError};
 
 fn append(path: &Path, text: &str) {
@@ -87,6 +92,8 @@ async fn ships_lines_checkpoints_and_resumes_after_restart() {
     // The first endpoint refuses connections: failover to the second.
     let (stop, task) = start(config(tmp.path(), &pki, ingest.addr));
     ingest.wait_for_records(3).await;
+    // Ingest receives the next batch but never answers (it hangs on Kafka).
+    ingest.withhold_acks.store(true, Ordering::SeqCst);
     append(&log, &(dev_line("/d") + "partial line without newline"));
     ingest.wait_for_records(4).await;
     stop.send(()).unwrap();
@@ -96,30 +103,33 @@ async fn ships_lines_checkpoints_and_resumes_after_restart() {
         .unwrap()
         .unwrap();
     assert_eq!(ingest.paths(), ["/a", "/b", "/c", "/d"]);
+    let unanswered = *ingest.ids().last().unwrap();
 
-    let spool = tmp.path().join("spool");
-    let checkpoint: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(spool.join("checkpoint.json")).unwrap()).unwrap();
+    // The spool holds the unanswered batch, and the position after its line.
+    let spool_config = config(tmp.path(), &pki, ingest.addr).spool;
+    let spool = Spool::open(&spool_config, Arc::new(Metrics::new())).unwrap();
     let complete =
         std::fs::metadata(&log).unwrap().len() - "partial line without newline".len() as u64;
-    assert_eq!(
-        checkpoint["files"][0]["offset"].as_u64(),
-        Some(complete),
-        "{checkpoint}"
-    );
-    let last_seq = ingest.ids().iter().map(|id| id.seq).max().unwrap();
-    assert_eq!(checkpoint["acked_seq"].as_u64(), Some(last_seq));
+    let offsets = &spool.recovered().offsets;
+    assert_eq!(offsets.len(), 1);
+    assert_eq!(offsets[0].offset, complete, "{offsets:?}");
+    assert_eq!(spool.unsettled(), 1);
+    assert_eq!(spool.next_id().seq, unanswered.seq + 1);
+    drop(spool);
+    let spool = tmp.path().join("spool");
     let dead = std::fs::read_to_string(spool.join("dead-letter.log")).unwrap();
     assert!(
-        dead.contains("this line is not nginx") && dead.contains("does not match"),
+        dead.contains("this line is not nginx") && dead.contains("\"reason\""),
         "{dead}"
     );
 
-    // Restart: only what is new is sent, under the same epoch, with higher seqs.
+    // Restart, ingest answering again: the unanswered batch is sent again
+    // with its identity, then only what is new, under higher seqs.
+    ingest.withhold_acks.store(false, Ordering::SeqCst);
     append(&log, " completed\n");
     append(&log, &dev_line("/e"));
     let (stop, task) = start(config(tmp.path(), &pki, ingest.addr));
-    ingest.wait_for_records(5).await;
+    ingest.wait_for_records(6).await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -127,9 +137,29 @@ async fn ships_lines_checkpoints_and_resumes_after_restart() {
         .unwrap()
         .unwrap();
     let ids = ingest.ids();
-    assert_eq!(ingest.paths(), ["/a", "/b", "/c", "/d", "/e"]);
+    assert_eq!(ingest.paths(), ["/a", "/b", "/c", "/d", "/d", "/e"]);
+    assert_eq!(
+        ids[ids.len() - 2],
+        unanswered,
+        "resent with the same identity"
+    );
     assert!(ids.iter().all(|id| id.epoch == ids[0].epoch));
-    assert!(ids.last().unwrap().seq > last_seq, "{ids:?}");
+    assert!(ids.last().unwrap().seq > unanswered.seq, "{ids:?}");
+    // No line was ever sent under two identities (what lets the aggregator
+    // count each once), and no identity with two contents.
+    let received = ingest.received.lock().unwrap();
+    let mut by_id = std::collections::HashMap::new();
+    for r in received.iter() {
+        assert_eq!(
+            by_id.entry(r.id).or_insert(&r.paths),
+            &&r.paths,
+            "{:?}",
+            r.id
+        );
+    }
+    let mut paths: Vec<&String> = by_id.values().flat_map(|p| p.iter()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/a", "/b", "/c", "/d", "/e"]);
     // The completed partial line was malformed ("partial line without newline completed").
     let dead = std::fs::read_to_string(spool.join("dead-letter.log")).unwrap();
     assert!(

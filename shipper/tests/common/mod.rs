@@ -92,6 +92,28 @@ fn ca(dir: &Path, name: &str, cn: &str) {
 }
 
 fn leaf(dir: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
+    sign_leaf(
+        dir,
+        name,
+        cn,
+        &dir.join(format!("{ca}.pem")),
+        &dir.join(format!("{ca}.key")),
+        ext,
+    );
+}
+
+/// `<dir>/<name>.pem` and `<dir>/<name>.key`: a fresh EC P-256 key and a
+/// certificate for `CN=<cn>` signed by the CA at `ca_cert`/`ca_key`, with
+/// the extensions `deploy/dev` gives its leaves plus `ext` (x509v3 config
+/// lines). Returns (certificate, key).
+pub fn sign_leaf(
+    dir: &Path,
+    name: &str,
+    cn: &str,
+    ca_cert: &Path,
+    ca_key: &Path,
+    ext: &str,
+) -> (PathBuf, PathBuf) {
     std::fs::write(
         dir.join(format!("{name}.ext")),
         format!(
@@ -126,6 +148,7 @@ fn leaf(dir: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
             &format!("{name}.csr"),
         ],
     );
+    let serial = format!("0x1{:015x}", rand::random::<u64>() >> 4);
     openssl(
         dir,
         &[
@@ -137,17 +160,21 @@ fn leaf(dir: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
             "-in",
             &format!("{name}.csr"),
             "-CA",
-            &format!("{ca}.pem"),
+            &ca_cert.to_string_lossy(),
             "-CAkey",
-            &format!("{ca}.key"),
+            &ca_key.to_string_lossy(),
             "-set_serial",
-            "0x1234",
+            &serial,
             "-extfile",
             &format!("{name}.ext"),
             "-out",
             &format!("{name}.pem"),
         ],
     );
+    (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    )
 }
 
 /// A CA, an ingest certificate (localhost, 127.0.0.1), a shipper client
@@ -185,6 +212,8 @@ pub struct Received {
 pub struct FakeIngest {
     pub addr: std::net::SocketAddr,
     pub received: Arc<Mutex<Vec<Received>>>,
+    /// While true, batches are recorded but not answered (as if Kafka hung).
+    pub withhold_acks: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -201,6 +230,8 @@ impl FakeIngest {
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let sink = received.clone();
+        let withhold_acks = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let withhold = withhold_acks.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -208,6 +239,7 @@ impl FakeIngest {
                 };
                 let acceptor = acceptor.clone();
                 let sink = sink.clone();
+                let withhold = withhold.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
@@ -250,6 +282,11 @@ impl FakeIngest {
                             Frame::Ping(n) => Frame::Pong(n),
                             _ => return,
                         };
+                        if withhold.load(std::sync::atomic::Ordering::SeqCst)
+                            && !matches!(reply, Frame::Pong(_))
+                        {
+                            continue;
+                        }
                         if framed.send(reply).await.is_err() {
                             return;
                         }
@@ -260,6 +297,7 @@ impl FakeIngest {
         FakeIngest {
             addr,
             received,
+            withhold_acks,
             task,
         }
     }
