@@ -1,8 +1,8 @@
 //! The batch-identity window: has this shard already applied batch
 //! `(edge, epoch, seq)`?
 //!
-//! Within an epoch a shipper's seqs strictly increase (with gaps: it reserves
-//! ranges across restarts), and it resends a batch with its original
+//! Within an epoch a shipper's seqs strictly increase (possibly with gaps),
+//! and it resends a batch with its original
 //! identity, so Kafka can hold a batch twice — a retry whose first ACK was
 //! lost, an operator re-producing — and out of order by less than the
 //! shipper's window of unacknowledged batches.
@@ -16,8 +16,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-/// How many seqs below the highest are tracked individually.
-pub const WINDOW: u64 = 1024;
+/// How many seqs below the highest are tracked individually: the spread the
+/// shipper promises never to exceed.
+pub const WINDOW: u64 = schemas::batch::IDENTITY_WINDOW;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 /// Applied seqs of one `(edge, epoch)`.

@@ -45,6 +45,13 @@ pub const HEADER_LEN: usize = 36;
 /// run byte); anything claiming more is corrupt or hostile.
 const LZ4_MAX_RATIO: usize = 255;
 
+/// How far apart the seqs of one epoch's batches may be while any of them is
+/// unanswered. The shipper never has a batch in flight this many seqs past
+/// its oldest unanswered one, so the aggregator can take a seq this far below
+/// the highest it has applied as certainly applied before. Both ends use this
+/// one constant.
+pub const IDENTITY_WINDOW: u64 = 1024;
+
 /// Who sent a batch and where it sits in that sender's sequence. A retried
 /// batch keeps its identity, which is what lets the aggregator drop
 /// duplicates. `edge_id` is not in the blob: ingest takes it from the

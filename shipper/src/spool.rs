@@ -122,9 +122,9 @@ pub const SEQ_FLOOR_FILE: &str = "seq-floor";
 const LEGACY_CHECKPOINT: &str = "checkpoint.json";
 const SEGMENT_SUFFIX: &str = ".seg";
 /// Batches are handed out only within this many seqs of the oldest unsettled
-/// one: the aggregator's dedup window (`aggregator::dedup::WINDOW`) takes a
-/// seq further below the highest it has seen as an old duplicate.
-pub const MAX_SEQ_SPREAD: u64 = 1024;
+/// one: the aggregator takes a seq further below the highest it has seen as
+/// an old duplicate.
+pub use schemas::batch::IDENTITY_WINDOW as MAX_SEQ_SPREAD;
 /// Seqs skipped at each start with `fsync = "never"` (see the module doc).
 pub const UNSYNCED_SEQ_GAP: u64 = 1 << 16;
 
