@@ -102,7 +102,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })?;
-    tracing::info!(%addr, "serving /metrics and /health");
+    // The bound address, so a configured port 0 logs the port it got.
+    let bound = listener.local_addr().unwrap_or(addr);
+    tracing::info!(addr = %bound, "serving /metrics and /health");
 
     let (batches_tx, batches_rx) = tokio::sync::mpsc::unbounded_channel();
     let (control_tx, control_rx) = std::sync::mpsc::channel();
