@@ -16,6 +16,7 @@
 //! max_frame_bytes = 16777216
 //! max_inflight_bytes_per_connection = 33554432
 //! max_inflight_bytes_total = 268435456
+//! idle_timeout_secs = 60              # close a shipper silent this long (shippers ping every 10 s)
 //!
 //! [tls]
 //! ca_cert = "/etc/sluice/ca.pem"      # shippers' certificates must chain to it
@@ -69,6 +70,9 @@ pub struct Config {
     /// answered; connections pause reading when it is exhausted.
     #[serde(default = "default_max_inflight_bytes_total")]
     pub max_inflight_bytes_total: u64,
+    /// Seconds of silence after which a shipper's connection is closed.
+    #[serde(default = "default_idle_timeout_secs")]
+    pub idle_timeout_secs: u32,
     pub tls: TlsSection,
     #[serde(default)]
     pub kafka: KafkaSection,
@@ -140,6 +144,9 @@ const fn default_max_inflight_bytes_per_connection() -> u64 {
 }
 const fn default_max_inflight_bytes_total() -> u64 {
     256 << 20
+}
+const fn default_idle_timeout_secs() -> u32 {
+    60
 }
 fn default_bootstrap() -> String {
     "127.0.0.1:19092".to_owned()
@@ -230,6 +237,10 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.window == 0 {
             return Err(invalid("window", "must be at least 1"));
+        }
+        // Shippers ping after 10 s of silence; leave room for two lost pings.
+        if self.idle_timeout_secs < 30 {
+            return Err(invalid("idle_timeout_secs", "must be at least 30"));
         }
         if !(MIN_MAX_FRAME_BYTES..=MAX_MAX_FRAME_BYTES).contains(&self.max_frame_bytes) {
             return Err(invalid(
@@ -354,6 +365,7 @@ mod tests {
         assert_eq!(config.max_frame_bytes, 16_777_216);
         assert_eq!(config.max_inflight_bytes_per_connection, 33_554_432);
         assert_eq!(config.max_inflight_bytes_total, 268_435_456);
+        assert_eq!(config.idle_timeout_secs, 60);
         assert!(!config.tls.allow_tls12);
         assert!(config.tls.allowed_edges.is_empty());
         assert_eq!(config.kafka, KafkaSection::default());
@@ -375,6 +387,7 @@ mod tests {
             max_frame_bytes = 65536
             max_inflight_bytes_per_connection = 131072
             max_inflight_bytes_total = 1048576
+            idle_timeout_secs = 90
             [tls]
             ca_cert = "/a"
             server_cert = "/b"
@@ -394,6 +407,7 @@ mod tests {
         config.validate().unwrap();
         assert_eq!(config.window, 8);
         assert_eq!(config.max_frame_bytes, 65536);
+        assert_eq!(config.idle_timeout_secs, 90);
         assert_eq!(config.tls.allowed_edges, ["edge-1", "edge-2"]);
         assert!(config.tls.allow_tls12);
         assert_eq!(config.tls.files().key, PathBuf::from("/c"));
@@ -447,6 +461,7 @@ mod tests {
             }
         };
         check("window = 0", "window");
+        check("idle_timeout_secs = 5", "idle_timeout_secs");
         check("max_frame_bytes = 100", "max_frame_bytes");
         check(
             "max_inflight_bytes_per_connection = 1000",

@@ -7,10 +7,11 @@
 //!
 //! ```text
 //!  read frame ──▶ admit ─────────────────────▶ deliver ──────────▶ answer
-//!  (paused when   (global byte budget,         (≤ window in        Ack after the sink
-//!   the window or  full decode on the          flight, any         confirmed; Nack
-//!   a budget is    blocking pool; poison       order)              retryable on sink
-//!   full)          is NACKed here)                                 error or timeout
+//!  (a batch that  (global byte budget,         (≤ window in        Ack after the sink
+//!   finds the     full decode on the           flight, any         confirmed; Nack
+//!   window or the blocking pool; poison        order)              retryable on sink
+//!   budget full   is NACKed here)                                  error or timeout
+//!   is parked)
 //! ```
 //!
 //! Guarantees:
@@ -18,28 +19,31 @@
 //!   [`PROTOCOL_VERSION`]; anything else gets a `GoAway` with the reason.
 //! * Every batch is fully validated (`schemas::batch::decode`) before the
 //!   sink sees it; an invalid one is NACKed as not retryable and counted by
-//!   reason. The sink receives the blob exactly as received.
+//!   edge and reason. The sink receives the blob exactly as received.
 //! * An `Ack` is sent only after the sink confirmed the batch; a sink error
 //!   or a delivery that outlives [`Settings::delivery_timeout`] is NACKed as
 //!   retryable. Every batch that was read is answered exactly once, unless
 //!   the connection itself breaks.
-//! * Memory is bounded: at most `window` deliveries in flight, reading pauses
-//!   while this connection's unanswered bytes reach its budget, and every
-//!   batch holds its size in bytes from a budget shared by all connections
-//!   until it is answered. (A connection can thus hold its budget plus one
-//!   frame.) Decoding, the CPU-heavy part, runs on the blocking pool, at most
-//!   [`Settings::validation_threads`] at once across all connections, and one
-//!   at a time per connection.
+//! * Memory is bounded: at most `window` batches of one connection are being
+//!   validated or delivered, and they hold at most its byte budget plus one
+//!   frame; every batch also holds its size from a budget shared by all
+//!   connections until it is answered. A batch read while the window or the
+//!   budget is full is *parked*, and reading stops until it is admitted, so
+//!   a connection holds at most one frame more. Reading goes on until then,
+//!   so `Ping`s keep being answered while Kafka is slow. Decoding, the
+//!   CPU-heavy part, runs on the blocking pool, at most
+//!   [`Settings::validation_threads`] batches at once across all
+//!   connections; one connection's batches are validated concurrently.
 //! * A frame that cannot be decoded (CRC, size, unknown type) or is out of
 //!   place ends the connection: reading stops, the batches already read are
 //!   answered, then a `GoAway` names the reason. Other connections are
 //!   unaffected.
+//! * A connection on which nothing arrives for [`Settings::idle_timeout`]
+//!   while ingest is reading is closed (`GoAway`), so a vanished edge does
+//!   not hold a connection forever. Shippers ping after 10 s of silence.
 //! * On shutdown, reading stops, the batches already read are answered
 //!   (those not confirmed within [`Settings::drain_timeout`] are NACKed as
 //!   retryable), then `GoAway("shutting down")`.
-//!
-//! While reading is paused, `Ping`s are not answered either; a shipper must
-//! not treat a slow ingest as a dead one before its batches time out.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +93,9 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Batches decoded at once, all connections together.
     pub validation_threads: usize,
+    /// Longest silence from a shipper, while ingest is reading, before the
+    /// connection is closed.
+    pub idle_timeout: Duration,
 }
 
 /// Beyond the producer's own `message.timeout.ms`, before the connection
@@ -105,6 +112,7 @@ impl Settings {
             max_inflight_bytes_per_connection: config.max_inflight_bytes_per_connection,
             max_inflight_bytes_total: config.max_inflight_bytes_total,
             delivery_timeout: config.kafka.delivery_timeout() + DELIVERY_GRACE,
+            idle_timeout: Duration::from_secs(config.idle_timeout_secs.into()),
             ..Settings::default()
         }
     }
@@ -122,6 +130,7 @@ impl Default for Settings {
             hello_timeout: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(8),
             validation_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -140,6 +149,9 @@ pub enum Closed {
     /// Closed after an undecodable or out-of-place frame; batches read were
     /// answered, `GoAway` with this reason was sent.
     ProtocolError(String),
+    /// Nothing arrived for [`Settings::idle_timeout`]; batches read were
+    /// answered, `GoAway` was sent.
+    Idle,
 }
 
 impl std::fmt::Display for Closed {
@@ -150,6 +162,7 @@ impl std::fmt::Display for Closed {
             Closed::Shutdown => write!(f, "closed for shutdown"),
             Closed::Refused(reason) => write!(f, "refused: {reason}"),
             Closed::ProtocolError(reason) => write!(f, "protocol error: {reason}"),
+            Closed::Idle => write!(f, "closed after a silent shipper's idle timeout"),
         }
     }
 }
@@ -242,7 +255,7 @@ impl Gateway {
         IO: AsyncRead + AsyncWrite + Unpin,
     {
         let mut framed = Framed::new(io, self.codec());
-        if let Some(refused) = self.handshake(&mut framed, &shutdown).await? {
+        if let Some(refused) = self.handshake(&mut framed, &edge, &shutdown).await? {
             framed
                 .send(Frame::GoAway(refused.clone()))
                 .await
@@ -266,6 +279,7 @@ impl Gateway {
     async fn handshake<IO>(
         &self,
         framed: &mut Framed<IO, FrameCodec>,
+        edge: &str,
         shutdown: &CancellationToken,
     ) -> Result<Option<String>, ConnectionError>
     where
@@ -315,7 +329,7 @@ impl Gateway {
                 "hello_timeout",
             ),
         };
-        self.metrics.handshake_rejected(label);
+        self.metrics.handshake_rejected(edge, label);
         Ok(Some(reason))
     }
 
@@ -332,21 +346,30 @@ impl Gateway {
     {
         let window = self.settings.window as usize;
         let budget = self.settings.max_inflight_bytes_per_connection;
+        let idle_timeout = self.settings.idle_timeout;
+        let mut admitting: FuturesUnordered<Admitting> = FuturesUnordered::new();
         let mut inflight: FuturesUnordered<InFlight> = FuturesUnordered::new();
-        let mut admitting: Option<Admitting> = None;
-        // Batch bytes read on this connection and not yet answered.
+        // A batch read while the window or the byte budget was full.
+        let mut parked: Option<Bytes> = None;
+        // Bytes of the batches admitted on this connection and not yet answered.
         let mut unanswered: u64 = 0;
         let mut stop: Option<Closed> = None;
         let mut drain_deadline: Option<Pin<Box<tokio::time::Sleep>>> = None;
+        let idle = tokio::time::sleep(idle_timeout);
+        tokio::pin!(idle);
 
         loop {
-            if stop.is_some() && admitting.is_none() && inflight.is_empty() {
+            let has_room = admitting.len() + inflight.len() < window && unanswered < budget;
+            if has_room {
+                if let Some(blob) = parked.take() {
+                    unanswered += blob.len() as u64;
+                    admitting.push(self.admit(edge.clone(), blob));
+                }
+            }
+            if stop.is_some() && parked.is_none() && admitting.is_empty() && inflight.is_empty() {
                 break;
             }
-            let can_read = stop.is_none()
-                && admitting.is_none()
-                && inflight.len() < window
-                && unanswered < budget;
+            let can_read = stop.is_none() && parked.is_none();
             tokio::select! {
                 // In this order: answers free budget and let the shipper go
                 // on; reading comes last.
@@ -361,31 +384,21 @@ impl Gateway {
                     }
                     framed.flush().await.map_err(send_error)?;
                 }
-                Some(admission) = OptionFuture::from(admitting.as_mut().map(|a| &mut a.future)),
-                    if admitting.is_some() =>
-                {
-                    admitting = None;
-                    match admission {
-                        Admission::Valid { batch, permit } => {
-                            inflight.push(self.deliver(batch, permit));
-                        }
-                        Admission::Invalid { id, bytes, label, reason } => {
-                            self.metrics.batch_rejected(label);
-                            warn!(
-                                epoch = id.epoch,
-                                seq = id.seq,
-                                %reason,
-                                "rejected an invalid batch"
-                            );
-                            unanswered -= bytes as u64;
-                            let nack = Frame::Nack { id, retryable: false, reason };
-                            framed.send(nack).await.map_err(send_error)?;
-                        }
+                Some(admission) = admitting.next(), if !admitting.is_empty() => match admission {
+                    Admission::Valid { batch, permit } => {
+                        inflight.push(self.deliver(batch, permit));
                     }
-                }
+                    Admission::Invalid { id, bytes, label, reason } => {
+                        self.metrics.batch_rejected(&edge, label);
+                        warn!(epoch = id.epoch, seq = id.seq, %reason, "rejected an invalid batch");
+                        unanswered -= bytes as u64;
+                        let nack = Frame::Nack { id, retryable: false, reason };
+                        framed.send(nack).await.map_err(send_error)?;
+                    }
+                },
                 () = shutdown.cancelled(), if stop.is_none() => {
                     debug!(
-                        in_flight = inflight.len() + usize::from(admitting.is_some()),
+                        in_flight = inflight.len() + admitting.len() + usize::from(parked.is_some()),
                         "shutdown: answering the batches already read"
                     );
                     stop = Some(Closed::Shutdown);
@@ -397,9 +410,13 @@ impl Gateway {
                 {
                     let reason =
                         "ingest is shutting down and Kafka did not confirm the batch in time";
-                    let admitted = admitting.as_ref().map(|a| a.id);
-                    let pending: Vec<BatchId> =
-                        inflight.iter().map(|f| f.id).chain(admitted).collect();
+                    let parked_id = parked.take().map(|blob| peek_id(&blob));
+                    let pending: Vec<BatchId> = inflight
+                        .iter()
+                        .map(|f| f.id)
+                        .chain(admitting.iter().map(|a| a.id))
+                        .chain(parked_id)
+                        .collect();
                     warn!(
                         batches = pending.len(),
                         "drain deadline passed; NACKing unconfirmed batches"
@@ -410,42 +427,50 @@ impl Gateway {
                     }
                     framed.flush().await.map_err(send_error)?;
                     inflight.clear();
-                    admitting = None;
+                    admitting.clear();
                 }
-                frame = framed.next(), if can_read => match frame {
-                    Some(Ok(Frame::Batch(blob))) => {
-                        unanswered += blob.len() as u64;
-                        admitting = Some(self.admit(edge.clone(), blob));
+                () = &mut idle, if can_read => {
+                    info!(
+                        seconds = idle_timeout.as_secs(),
+                        "nothing from the shipper within the idle timeout; closing"
+                    );
+                    stop = Some(Closed::Idle);
+                }
+                frame = framed.next(), if can_read => {
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
+                    match frame {
+                        Some(Ok(Frame::Batch(blob))) => parked = Some(blob),
+                        Some(Ok(Frame::Ping(nonce))) => {
+                            framed.send(Frame::Pong(nonce)).await.map_err(send_error)?;
+                        }
+                        // We never ping, but a stray Pong harms no one.
+                        Some(Ok(Frame::Pong(_))) => {}
+                        Some(Ok(Frame::GoAway(reason))) => {
+                            info!(%reason, "shipper is going away");
+                            stop = Some(Closed::PeerGoAway(reason));
+                        }
+                        Some(Ok(other)) => {
+                            self.metrics.frame_error(&edge, "unexpected_frame");
+                            let reason = format!("unexpected {} frame", other.kind());
+                            warn!(%reason, "protocol error");
+                            stop = Some(Closed::ProtocolError(reason));
+                        }
+                        Some(Err(WireError::Io(e))) => return Err(e.into()),
+                        Some(Err(e)) => {
+                            self.metrics.frame_error(&edge, wire_error_label(&e));
+                            warn!(error = %e, "undecodable frame; closing the connection");
+                            stop = Some(Closed::ProtocolError(e.to_string()));
+                        }
+                        None => stop = Some(Closed::PeerClosed),
                     }
-                    Some(Ok(Frame::Ping(nonce))) => {
-                        framed.send(Frame::Pong(nonce)).await.map_err(send_error)?;
-                    }
-                    // We never ping, but a stray Pong harms no one.
-                    Some(Ok(Frame::Pong(_))) => {}
-                    Some(Ok(Frame::GoAway(reason))) => {
-                        info!(%reason, "shipper is going away");
-                        stop = Some(Closed::PeerGoAway(reason));
-                    }
-                    Some(Ok(other)) => {
-                        self.metrics.frame_error("unexpected_frame");
-                        let reason = format!("unexpected {} frame", other.kind());
-                        warn!(%reason, "protocol error");
-                        stop = Some(Closed::ProtocolError(reason));
-                    }
-                    Some(Err(WireError::Io(e))) => return Err(e.into()),
-                    Some(Err(e)) => {
-                        self.metrics.frame_error(wire_error_label(&e));
-                        warn!(error = %e, "undecodable frame; closing the connection");
-                        stop = Some(Closed::ProtocolError(e.to_string()));
-                    }
-                    None => stop = Some(Closed::PeerClosed),
-                },
+                }
             }
         }
 
         let stop = stop.unwrap_or(Closed::PeerClosed);
         let goaway = match &stop {
             Closed::Shutdown => Some("shutting down".to_owned()),
+            Closed::Idle => Some(format!("nothing received for {} s", idle_timeout.as_secs())),
             Closed::ProtocolError(reason) | Closed::Refused(reason) => Some(reason.clone()),
             Closed::PeerClosed | Closed::PeerGoAway(_) => None,
         };
@@ -456,7 +481,7 @@ impl Gateway {
     /// then decode it fully on the blocking pool.
     fn admit(&self, edge: Arc<str>, blob: Bytes) -> Admitting {
         // For NACKs of blobs that fail later; the decode re-reads the header.
-        let id = batch::peek(&blob).map_or(UNKNOWN_ID, |(id, _)| id);
+        let id = peek_id(&blob);
         let bytes = blob.len();
         let permits = u32::try_from(bytes)
             .unwrap_or(u32::MAX)
@@ -560,10 +585,24 @@ impl Gateway {
     }
 }
 
+/// The identity a blob's header claims, for answers about a blob that may
+/// not decode (0/0 when even the header is unreadable).
+fn peek_id(blob: &[u8]) -> BatchId {
+    batch::peek(blob).map_or(UNKNOWN_ID, |(id, _)| id)
+}
+
 /// A batch being admitted; `id` is what its header claims (or 0/0).
 struct Admitting {
     id: BatchId,
     future: BoxFuture<'static, Admission>,
+}
+
+impl Future for Admitting {
+    type Output = Admission;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Admission> {
+        self.future.as_mut().poll(cx)
+    }
 }
 
 enum Admission {

@@ -21,19 +21,36 @@ struct Reason {
     reason: &'static str,
 }
 
+/// The labels of a per-edge failure counter: the edge id from the client
+/// certificate (as many values as certificates issued) and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct EdgeReason {
+    edge: String,
+    reason: &'static str,
+}
+
+impl EdgeReason {
+    fn new(edge: &str, reason: &'static str) -> EdgeReason {
+        EdgeReason {
+            edge: edge.to_owned(),
+            reason,
+        }
+    }
+}
+
 /// All of ingest's metrics and the registry that exposes them.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     connections: Counter,
     connections_active: Gauge,
-    tls_handshake_failures: Counter,
-    handshake_rejections: Family<Reason, Counter>,
-    frame_errors: Family<Reason, Counter>,
+    tls_handshake_failures: Family<Reason, Counter>,
+    handshake_rejections: Family<EdgeReason, Counter>,
+    frame_errors: Family<EdgeReason, Counter>,
     batches_accepted: Counter,
     records_accepted: Counter,
     bytes_accepted: Counter,
-    batches_rejected: Family<Reason, Counter>,
+    batches_rejected: Family<EdgeReason, Counter>,
     kafka_delivery: Histogram,
     kafka_errors: Counter,
     inflight_bytes: Gauge,
@@ -52,7 +69,7 @@ impl Metrics {
             registry: Registry::default(),
             connections: Counter::default(),
             connections_active: Gauge::default(),
-            tls_handshake_failures: Counter::default(),
+            tls_handshake_failures: Family::default(),
             handshake_rejections: Family::default(),
             frame_errors: Family::default(),
             batches_accepted: Counter::default(),
@@ -78,18 +95,18 @@ impl Metrics {
         );
         registry.register(
             "tls_handshake_failures",
-            "Connections whose TLS handshake failed or timed out \
-             (bad or missing client certificate, not TLS, ...)",
+            "Connections whose TLS handshake failed or timed out, by reason \
+             (no_certificate, unknown_issuer, expired, bad_certificate, ...)",
             metrics.tls_handshake_failures.clone(),
         );
         registry.register(
             "handshake_rejections",
-            "Authenticated connections refused before or at Hello, by reason",
+            "Authenticated connections refused before or at Hello, by edge and reason",
             metrics.handshake_rejections.clone(),
         );
         registry.register(
             "frame_errors",
-            "Connections closed because of an undecodable or unexpected frame, by reason",
+            "Connections closed because of an undecodable or unexpected frame, by edge and reason",
             metrics.frame_errors.clone(),
         );
         registry.register(
@@ -109,7 +126,7 @@ impl Metrics {
         );
         registry.register(
             "batches_rejected",
-            "Batches that failed validation and were NACKed as not retryable, by reason",
+            "Batches that failed validation and were NACKed as not retryable, by edge and reason",
             metrics.batches_rejected.clone(),
         );
         registry.register_with_unit(
@@ -153,18 +170,23 @@ impl Metrics {
         self.connections_active.dec();
     }
 
-    pub(crate) fn tls_handshake_failed(&self) {
-        self.tls_handshake_failures.inc();
-    }
-
-    pub(crate) fn handshake_rejected(&self, reason: &'static str) {
-        self.handshake_rejections
+    pub(crate) fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
             .get_or_create(&Reason { reason })
             .inc();
     }
 
-    pub(crate) fn frame_error(&self, reason: &'static str) {
-        self.frame_errors.get_or_create(&Reason { reason }).inc();
+    /// `edge` is empty when the certificate named no usable edge.
+    pub(crate) fn handshake_rejected(&self, edge: &str, reason: &'static str) {
+        self.handshake_rejections
+            .get_or_create(&EdgeReason::new(edge, reason))
+            .inc();
+    }
+
+    pub(crate) fn frame_error(&self, edge: &str, reason: &'static str) {
+        self.frame_errors
+            .get_or_create(&EdgeReason::new(edge, reason))
+            .inc();
     }
 
     pub(crate) fn batch_accepted(&self, records: u32, bytes: usize) {
@@ -173,9 +195,9 @@ impl Metrics {
         self.bytes_accepted.inc_by(bytes as u64);
     }
 
-    pub(crate) fn batch_rejected(&self, reason: &'static str) {
+    pub(crate) fn batch_rejected(&self, edge: &str, reason: &'static str) {
         self.batches_rejected
-            .get_or_create(&Reason { reason })
+            .get_or_create(&EdgeReason::new(edge, reason))
             .inc();
     }
 
@@ -205,18 +227,19 @@ mod tests {
         let metrics = Metrics::new();
         metrics.connection_opened();
         metrics.batch_accepted(3, 100);
-        metrics.batch_rejected("crc");
+        metrics.batch_rejected("edge-1", "crc");
+        metrics.tls_handshake_failed("unknown_issuer");
         metrics.kafka_delivered(Duration::from_millis(4));
         metrics.inflight_add(10);
         let text = metrics.encode();
         for name in [
             "sluice_ingest_connections_total 1",
             "sluice_ingest_connections_active 1",
-            "sluice_ingest_tls_handshake_failures_total 0",
+            "sluice_ingest_tls_handshake_failures_total{reason=\"unknown_issuer\"} 1",
             "sluice_ingest_batches_accepted_total 1",
             "sluice_ingest_records_accepted_total 3",
             "sluice_ingest_bytes_accepted_total 100",
-            "sluice_ingest_batches_rejected_total{reason=\"crc\"} 1",
+            "sluice_ingest_batches_rejected_total{edge=\"edge-1\",reason=\"crc\"} 1",
             "sluice_ingest_kafka_delivery_seconds_count 1",
             "sluice_ingest_kafka_errors_total 0",
             "sluice_ingest_inflight_bytes 10",

@@ -176,12 +176,13 @@ async fn handle(
     let tls = match handshake {
         Ok(Ok(tls)) => tls,
         Ok(Err(error)) => {
-            metrics.tls_handshake_failed();
-            warn!(%error, "TLS handshake failed");
+            let reason = handshake_failure(&error);
+            metrics.tls_handshake_failed(reason);
+            warn!(%error, reason, "TLS handshake failed");
             return;
         }
         Err(_) => {
-            metrics.tls_handshake_failed();
+            metrics.tls_handshake_failed("timeout");
             warn!(
                 "TLS handshake did not finish within {} s",
                 TLS_HANDSHAKE_TIMEOUT.as_secs()
@@ -192,7 +193,7 @@ async fn handle(
     let edge = match schemas::tls::peer_identity(tls.get_ref().1.peer_certificates()) {
         Ok(edge) => edge,
         Err(error) => {
-            metrics.handshake_rejected("no_identity");
+            metrics.handshake_rejected("", "no_identity");
             warn!(%error, "client certificate carries no usable edge identity");
             let reason = format!("no edge identity in the client certificate: {error}");
             if let Err(error) = gateway.refuse(tls, &reason).await {
@@ -203,7 +204,7 @@ async fn handle(
     };
     tracing::Span::current().record("edge", edge.as_str());
     if !edges.allows(&edge) {
-        metrics.handshake_rejected("edge_not_allowed");
+        metrics.handshake_rejected(&edge, "edge_not_allowed");
         warn!("edge is not in tls.allowed_edges; refusing it");
         if let Err(error) = gateway
             .refuse(tls, &format!("edge {edge} is not allowed"))
@@ -215,7 +216,9 @@ async fn handle(
     }
     debug!("TLS established");
     match gateway.serve(tls, edge.into(), shutdown).await {
-        Ok(closed @ (Closed::PeerClosed | Closed::PeerGoAway(_) | Closed::Shutdown)) => {
+        Ok(
+            closed @ (Closed::PeerClosed | Closed::PeerGoAway(_) | Closed::Shutdown | Closed::Idle),
+        ) => {
             info!("connection {closed}");
         }
         Ok(closed @ (Closed::Refused(_) | Closed::ProtocolError(_))) => {
@@ -232,6 +235,32 @@ async fn handle(
             info!(%error, "connection dropped by the shipper");
         }
         Err(error) => warn!(%error, "connection ended"),
+    }
+}
+
+/// The metric label of a failed TLS handshake. tokio-rustls reports
+/// rustls's own error inside the `io::Error`.
+fn handshake_failure(error: &std::io::Error) -> &'static str {
+    use tokio_rustls::rustls::{CertificateError, Error};
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return match error.kind() {
+            ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset => "closed",
+            _ => "io",
+        };
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::InvalidCertificate(CertificateError::UnknownIssuer) => "unknown_issuer",
+        Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "expired",
+        Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "not_yet_valid",
+        Error::InvalidCertificate(_) => "bad_certificate",
+        Error::PeerIncompatible(_) => "incompatible",
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "not_tls",
+        _ => "tls_error",
     }
 }
 

@@ -319,7 +319,9 @@ async fn corrupt_blob_is_nacked_not_retryable_and_never_reaches_the_sink() {
     stack.no_delivery().await;
     let metrics = stack.metrics();
     assert!(
-        metrics.contains("sluice_ingest_batches_rejected_total{reason=\"bad_magic\"} 1"),
+        metrics.contains(
+            "sluice_ingest_batches_rejected_total{edge=\"edge-test\",reason=\"bad_magic\"} 1"
+        ),
         "{metrics}"
     );
     assert!(
@@ -433,6 +435,70 @@ async fn reading_pauses_at_the_connection_byte_budget() {
 }
 
 #[tokio::test]
+async fn pings_are_answered_while_the_window_is_full() {
+    let mut stack = Stack::new(Settings {
+        window: 1,
+        ..Settings::default()
+    });
+    let mut client = stack.connect();
+    client.hello().await;
+    client.send(Frame::Batch(blob(1, 1, 0))).await;
+    let (_, confirm) = stack.next_delivery().await;
+    client.send(Frame::Ping(7)).await;
+    assert_eq!(client.recv().await, Frame::Pong(7));
+    confirm.send(Ok(())).unwrap();
+    assert_eq!(client.recv().await, Frame::Ack(id(1)));
+}
+
+#[tokio::test]
+async fn pings_are_answered_while_the_byte_budget_is_full() {
+    let one = blob(1, 4, 1000);
+    let mut stack = Stack::new(Settings {
+        max_inflight_bytes_per_connection: one.len() as u64,
+        ..small_settings()
+    });
+    let mut client = stack.connect();
+    client.hello().await;
+    client.send(Frame::Batch(one)).await;
+    let (_, confirm) = stack.next_delivery().await;
+    client.send(Frame::Ping(8)).await;
+    assert_eq!(client.recv().await, Frame::Pong(8));
+    // The next batch is read and parked: nothing behind it is answered
+    // until it is admitted.
+    client.send(Frame::Batch(blob(2, 4, 1000))).await;
+    client.send(Frame::Ping(9)).await;
+    stack.no_delivery().await;
+    client.quiet().await;
+    confirm.send(Ok(())).unwrap();
+    assert_eq!(client.recv().await, Frame::Ack(id(1)));
+    let (second, _) = stack.next_delivery().await;
+    assert_eq!(second.id, id(2));
+    assert_eq!(client.recv().await, Frame::Pong(9));
+}
+
+#[tokio::test]
+async fn a_silent_shipper_is_closed_after_the_idle_timeout() {
+    let stack = Stack::new(Settings {
+        idle_timeout: Duration::from_millis(400),
+        ..small_settings()
+    });
+    let mut client = stack.connect();
+    client.hello().await;
+    // Pings keep it open well past the timeout...
+    for nonce in 0..6 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        client.send(Frame::Ping(nonce)).await;
+        assert_eq!(client.recv().await, Frame::Pong(nonce));
+    }
+    // ...silence closes it.
+    match client.recv().await {
+        Frame::GoAway(reason) => assert!(reason.contains("nothing received"), "{reason}"),
+        other => panic!("expected GoAway, got {other:?}"),
+    }
+    assert_eq!(client.closed().await, Closed::Idle);
+}
+
+#[tokio::test]
 async fn the_global_byte_budget_holds_back_other_connections() {
     let first_blob = blob(1, 4, 1000);
     let mut stack = Stack::new(Settings {
@@ -488,7 +554,7 @@ async fn undecodable_frame_ends_the_connection_after_answering_what_was_read() {
     assert!(matches!(client.closed().await, Closed::ProtocolError(_)));
     let metrics = stack.metrics();
     assert!(
-        metrics.contains("sluice_ingest_frame_errors_total{reason=\"crc\"} 1"),
+        metrics.contains("sluice_ingest_frame_errors_total{edge=\"edge-test\",reason=\"crc\"} 1"),
         "{metrics}"
     );
 }
