@@ -11,10 +11,18 @@
 //! exactly once; `message.timeout.ms` bounds how long a batch may wait for
 //! that report. Nothing here depends on a particular broker implementation.
 //!
-//! All librdkafka calls that block (metadata, flush) run on the blocking
-//! pool, never on the runtime's threads.
+//! A producer whose messages time out, or that librdkafka declares fatally
+//! failed, is replaced by a new one: the old one's unconfirmed messages are
+//! purged (their batches NACKed as retryable, so shippers resend them) and
+//! the new one starts with a fresh producer id. No idempotence state from
+//! before an outage is carried past it, which is what librdkafka asks for
+//! after a fatal error and spares brokers the epoch-bump path (tansu 0.6
+//! cannot take it).
+//!
+//! All librdkafka calls that block (metadata, flush, destroying a producer)
+//! run on the blocking pool, never on the runtime's threads.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -156,17 +164,32 @@ pub async fn ensure_topic(
     }
 }
 
-/// The production [`Sink`]: one `FutureProducer` shared by all connections.
+/// The production [`Sink`]: one `FutureProducer` shared by all connections,
+/// replaced when it fails (see the module doc).
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
-    topic: Arc<str>,
+    inner: Arc<SinkInner>,
 }
+
+struct SinkInner {
+    config: ClientConfig,
+    bootstrap: String,
+    topic: Arc<str>,
+    /// The producer in use and its generation (bumped on every replacement).
+    current: Mutex<(u64, FutureProducer)>,
+    /// `message.timeout.ms` plus [`REPORT_GRACE`].
+    report_timeout: Duration,
+}
+
+/// How long past `message.timeout.ms` a delivery report may be late before
+/// the sink gives up on it (and on its producer). Below the connection's own
+/// safety net.
+const REPORT_GRACE: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
-            .field("topic", &self.topic)
+            .field("topic", &self.inner.topic)
             .finish_non_exhaustive()
     }
 }
@@ -174,7 +197,8 @@ impl std::fmt::Debug for KafkaSink {
 impl KafkaSink {
     /// Creates the producer. Does not contact the brokers yet.
     pub fn new(kafka: &KafkaSection, max_frame_bytes: u32) -> Result<KafkaSink, KafkaSetupError> {
-        let producer = client_config(kafka)
+        let mut config = client_config(kafka);
+        config
             .set("acks", "all")
             .set("enable.idempotence", "true")
             // Blobs are LZ4 already.
@@ -184,23 +208,29 @@ impl KafkaSink {
             .set(
                 "message.max.bytes",
                 (max_frame_bytes + MESSAGE_OVERHEAD).to_string(),
-            )
-            .create()
-            .map_err(|error| KafkaSetupError::Client {
-                what: "producer",
-                bootstrap: kafka.bootstrap.clone(),
-                error,
-            })?;
+            );
+        let producer = create_producer(&config, &kafka.bootstrap)?;
         Ok(KafkaSink {
-            producer,
-            topic: kafka.topic.as_str().into(),
+            inner: Arc::new(SinkInner {
+                config,
+                bootstrap: kafka.bootstrap.clone(),
+                topic: kafka.topic.as_str().into(),
+                current: Mutex::new((0, producer)),
+                report_timeout: kafka.delivery_timeout() + REPORT_GRACE,
+            }),
         })
+    }
+
+    /// The producer in use, with its generation.
+    fn producer(&self) -> (u64, FutureProducer) {
+        let current = self.inner.current.lock().expect("producer lock poisoned");
+        (current.0, current.1.clone())
     }
 
     /// Waits (on the blocking pool) until every queued message got its
     /// delivery report, or `timeout` passed.
     pub async fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        let producer = self.producer.clone();
+        let (_, producer) = self.producer();
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
             .await
             .unwrap_or_else(|_| Err(KafkaError::Canceled))
@@ -208,8 +238,48 @@ impl KafkaSink {
 
     /// Messages not yet confirmed by the brokers.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().1.in_flight_count()
     }
+}
+
+impl SinkInner {
+    /// After a delivery of producer `generation` failed: replaces that
+    /// producer if the message `timed_out` (librdkafka would bump the
+    /// idempotent epoch) or the producer failed fatally, unless another
+    /// delivery replaced it already. The old producer is destroyed on the
+    /// blocking pool.
+    fn after_failure(&self, generation: u64, timed_out: bool, error: &str) {
+        let mut current = self.current.lock().expect("producer lock poisoned");
+        if current.0 != generation || !(timed_out || current.1.client().fatal_error().is_some()) {
+            return;
+        }
+        let producer = match create_producer(&self.config, &self.bootstrap) {
+            Ok(producer) => producer,
+            Err(error) => {
+                tracing::error!(%error, "cannot create a new Kafka producer; keeping the old one");
+                return;
+            }
+        };
+        let old = std::mem::replace(&mut *current, (generation + 1, producer));
+        drop(current);
+        tracing::warn!(
+            %error,
+            generation = generation + 1,
+            "replaced the Kafka producer; its unconfirmed batches are NACKed for resending"
+        );
+        tokio::task::spawn_blocking(move || drop(old));
+    }
+}
+
+fn create_producer(
+    config: &ClientConfig,
+    bootstrap: &str,
+) -> Result<FutureProducer, KafkaSetupError> {
+    config.create().map_err(|error| KafkaSetupError::Client {
+        what: "producer",
+        bootstrap: bootstrap.to_owned(),
+        error,
+    })
 }
 
 /// The headers of `schemas::kafka`, values as decimal or plain text.
@@ -252,10 +322,13 @@ fn delivery_error(error: &KafkaError) -> SinkError {
 
 impl Sink for KafkaSink {
     fn deliver(&self, batch: ValidBatch) -> BoxFuture<'static, Result<(), SinkError>> {
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let inner = self.inner.clone();
         async move {
-            let record = FutureRecord::to(&topic)
+            let (generation, producer) = {
+                let current = inner.current.lock().expect("producer lock poisoned");
+                (current.0, current.1.clone())
+            };
+            let record = FutureRecord::to(&inner.topic)
                 .key(&*batch.edge)
                 .payload(&batch.blob[..])
                 .headers(headers(&batch));
@@ -266,18 +339,33 @@ impl Sink for KafkaSink {
                 .send_result(record)
                 .map_err(|(error, _)| delivery_error(&error));
             drop(batch);
-            match report?.await {
-                Ok(Ok(_delivery)) => Ok(()),
-                Ok(Err((error, _message))) => Err(delivery_error(&error)),
-                Err(_canceled) => Err(SinkError("Kafka producer closed".to_owned())),
+            // Only the sink holds producers for long, so that a replaced one
+            // is destroyed on the blocking pool, not here.
+            drop(producer);
+            match tokio::time::timeout(inner.report_timeout, report?).await {
+                Ok(Ok(Ok(_delivery))) => Ok(()),
+                Ok(Ok(Err((error, _message)))) => {
+                    let timed_out =
+                        error.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageTimedOut);
+                    inner.after_failure(generation, timed_out, &error.to_string());
+                    Err(delivery_error(&error))
+                }
+                Ok(Err(_canceled)) => Err(SinkError("Kafka producer closed".to_owned())),
+                // librdkafka may hold a message past message.timeout.ms
+                // while its broker is away.
+                Err(_elapsed) => {
+                    let reason = "no delivery report within message.timeout.ms";
+                    inner.after_failure(generation, true, reason);
+                    Err(SinkError(format!("Kafka: {reason}")))
+                }
             }
         }
         .boxed()
     }
 
     fn probe(&self) -> BoxFuture<'static, Result<(), SinkError>> {
-        let producer = self.producer.clone();
-        let topic = self.topic.clone();
+        let (_, producer) = self.producer();
+        let topic = self.inner.topic.clone();
         async move {
             let partitions = tokio::task::spawn_blocking(move || {
                 topic_partitions(producer.client(), &topic, PROBE_TIMEOUT).and_then(|partitions| {
