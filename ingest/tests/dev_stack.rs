@@ -7,6 +7,8 @@
 //! retryable; a certificate from another CA never gets past TLS; `/ready`
 //! and `/metrics` answer; the topic ingest created is found again.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +22,6 @@ use schemas::tls::tokio_rustls::{client::TlsStream, TlsConnector};
 use schemas::tls::TlsFiles;
 use schemas::wire::PROTOCOL_VERSION;
 use schemas::{BatchBuilder, BatchId, Frame, FrameCodec, Record};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
@@ -197,27 +198,13 @@ async fn a_certificate_from_another_ca_never_gets_past_tls() {
     }
 }
 
-/// A plain HTTP/1.0 GET; returns status code and body.
+/// `GET path` on `base` (`http://host:port`): status code and body.
 async fn http_get(base: &str, path: &str) -> (u16, String) {
     let host = base
         .strip_prefix("http://")
         .expect("http:// URL")
         .trim_end_matches('/');
-    let mut tcp = TcpStream::connect(host).await.expect(NEEDS_STACK);
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).await.unwrap();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, body)| body)
-        .to_owned();
-    (status, body)
+    support::http_get(host, path).await
 }
 
 #[tokio::test]

@@ -466,18 +466,7 @@ impl Ingest {
 
     /// `GET path` on the metrics listener: (status, body).
     pub async fn http(&self, path: &str) -> (u16, String) {
-        let mut tcp = TcpStream::connect(self.metrics_addr).await.unwrap();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.metrics_addr);
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        tcp.read_to_string(&mut response).await.unwrap();
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (status, body.to_owned())
+        http_get(&self.metrics_addr.to_string(), path).await
     }
 
     /// The value of one exact series (name with labels) from `/metrics`,
@@ -509,6 +498,24 @@ impl Drop for Ingest {
             let _ = child.wait();
         }
     }
+}
+
+/// A plain HTTP/1.0 `GET path` to `host:port`: (status, body).
+pub async fn http_get(host: &str, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(host)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {host}: {e}"));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
 }
 
 // ---------------------------------------------------------------------------
