@@ -238,7 +238,8 @@ pub enum OnFull {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Fsync {
-    /// After each appended batch, before it is sent: survives power loss.
+    /// Every batch is fsynced before it is sent (one fsync may cover many
+    /// batches written meanwhile: group commit): survives power loss.
     #[default]
     Batch,
     /// Left to the OS: survives a crash of the process, not a power loss.

@@ -29,8 +29,9 @@
 //!   reconnects with backoff and failover.
 //! * [`dead_letter`], [`metrics`], [`http`] — what operators see.
 //!
-//! Threads: the pipeline does blocking file I/O and fsyncs on a thread of its
-//! own; the transport and the HTTP endpoint are tasks on the tokio runtime.
+//! Threads: the pipeline does blocking file I/O on a thread of its own, and
+//! the spool's fsyncs run on another, behind it (group commit; see [`spool`]);
+//! the transport and the HTTP endpoint are tasks on the tokio runtime.
 //! They talk over channels only: sealed batches go to the transport, answers
 //! come back as [`pipeline::Control`] messages.
 //!

@@ -105,6 +105,7 @@ pub struct Metrics {
     pub spool_torn_records: Counter,
     pub spool_dropped_batches: Counter,
     pub spool_dropped_records: Counter,
+    pub spool_fsyncs: Counter,
     pub reading_paused: Gauge,
 }
 
@@ -143,6 +144,7 @@ impl Metrics {
             spool_torn_records: Counter::default(),
             spool_dropped_batches: Counter::default(),
             spool_dropped_records: Counter::default(),
+            spool_fsyncs: Counter::default(),
             reading_paused: Gauge::default(),
             registry: Registry::default(),
         };
@@ -243,6 +245,11 @@ impl Metrics {
             m.spool_dropped_records.clone(),
         );
         r.register(
+            "spool_fsyncs",
+            "Fsyncs of spool records (fsync = \"batch\"); each covers every record written before it, so under load one covers many batches",
+            m.spool_fsyncs.clone(),
+        );
+        r.register(
             "reading_paused",
             "1 while reading waits for room in a full spool (on_full = \"pause\")",
             m.reading_paused.clone(),
@@ -311,6 +318,7 @@ mod tests {
             "sluice_shipper_spool_torn_records_total 0",
             "sluice_shipper_spool_dropped_batches_total 0",
             "sluice_shipper_spool_dropped_records_total 0",
+            "sluice_shipper_spool_fsyncs_total 0",
             "sluice_shipper_reading_paused 0",
         ] {
             assert!(text.contains(name), "{name} missing from\n{text}");

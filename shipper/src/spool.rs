@@ -3,10 +3,10 @@
 //! **In:** sealed batches, each with the whole reading position after its
 //! last line ([`Spool::append`]); reading progress not tied to a batch
 //! ([`Spool::record_position`]); ingest's final answers ([`Spool::settle`]).
-//! **Out:** the batches to send, oldest first, read back from disk when they
-//! are no longer in memory ([`Spool::next_unsent`]); and at start, what a
-//! crash left ([`Recovered`]): the epoch, the next seq, where to resume each
-//! file. Unsettled batches are handed out again after a restart, with the
+//! **Out:** the batches to send, oldest first, once they are durable, read
+//! back from disk when they are no longer in memory ([`Spool::next_unsent`]);
+//! and at start, what a crash left ([`Recovered`]): the epoch, the next seq,
+//! where to resume each file. Unsettled batches are handed out again after a restart, with the
 //! identity and bytes they were first sent with.
 //!
 //! # Why a log
@@ -58,8 +58,33 @@
 //!   answers can always be recorded. A segment is closed once the next
 //!   record would take it past `segment_bytes` (a batch larger than that
 //!   gets a segment of its own).
-//! * Memory: an index entry (~48 bytes) per spooled batch and the blob of the
+//! * Memory: an index entry (~56 bytes) per spooled batch and the blob of the
 //!   newest one until it is handed out. Everything else is on disk.
+//! * With `fsync = "batch"`, a batch is handed out only once an fsync that
+//!   started after its record was written has returned (see the next
+//!   section). A batch that was never handed out was never sent.
+//!
+//! # Group commit (`fsync = "batch"`)
+//! [`Spool::append`] writes the record and returns; it does not wait for the
+//! disk. Each record gets a *write number* (1, 2, … since start), and the
+//! append asks the syncer thread (`spool/syncer.rs`) to make every record up
+//! to its number durable. The syncer runs one fsync of the newest segment at
+//! a time; requests made meanwhile are merged into the next one, so under
+//! load one fsync covers many batches while the pipeline goes on reading.
+//! The syncer reports the highest write number a completed fsync covers,
+//! and [`Spool::next_unsent`] hands out only batches at or below it.
+//! * Only the newest segment ever has records not yet durable: a new segment
+//!   is started only after waiting for the fsync of everything written
+//!   before ([`Spool::sync`]), so segments become durable in order.
+//! * Settled and position records ride along with the next fsync, or the
+//!   one [`Spool::commit`] asks for (every 100 ms).
+//! * An fsync that fails is final (the kernel may have dropped the pages it
+//!   could not write): every later call returns
+//!   [`SpoolError::SyncFailed`] and the shipper stops; the batches written
+//!   since the last good fsync were never sent.
+//! * At start, the newest segment is fsynced before anything is handed out:
+//!   a crash of the process may have left records that only the page cache
+//!   held.
 //!
 //! # When the spool is full
 //! [`Spool::append`] returns [`Appended::Full`] instead of writing. With
@@ -72,12 +97,14 @@
 //! delivered.)
 //!
 //! # Crash story
-//! * `fsync = "batch"` (default): a batch record is fsynced before `append`
-//!   returns, so before it is sent. A new segment is fsynced, with the
-//!   directory, before any older one is deleted. `settled` and position
-//!   records are fsynced at the next [`Spool::commit`] (every 100 ms) or
-//!   with the next batch; losing one only means a batch is resent under the
-//!   same identity, or a malformed line read again.
+//! * `fsync = "batch"` (default): a batch record is durable before it is
+//!   handed out, so before it is sent (group commit, above). A power loss
+//!   can only take records written after the last completed fsync: batches
+//!   never sent, so reusing their seqs (for their lines, read again) repeats
+//!   no identity anyone has seen. A new segment is fsynced, with
+//!   the directory, before any older one is deleted. Losing a `settled` or
+//!   position record only means a batch is resent under the same identity,
+//!   or a malformed line read again.
 //! * `fsync = "never"`: the OS writes when it likes. A process crash loses
 //!   nothing (the data is in the page cache); a power loss may lose the tail
 //!   of the log, including batches that were sent. So that a lost batch's
@@ -98,6 +125,7 @@
 //!   first position record.
 
 mod record;
+mod syncer;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -114,6 +142,10 @@ use crate::metrics::Metrics;
 use crate::pipeline::Outgoing;
 use crate::tail::FileOffset;
 use record::{Record, Scanned, Scanner};
+#[cfg(test)]
+pub(crate) use syncer::Gate;
+pub(crate) use syncer::SyncFn;
+use syncer::Syncer;
 
 pub const EPOCH_FILE: &str = "epoch";
 /// With `fsync = "never"`: the seq the last start skipped to.
@@ -145,6 +177,8 @@ pub enum SpoolError {
     },
     #[error("a record of {bytes} bytes can never fit in spool.max_bytes = {max_bytes}")]
     TooLarge { bytes: u64, max_bytes: u64 },
+    #[error("{path}: fsync failed ({reason}); the spool stops, since records written before it may not be on disk")]
+    SyncFailed { path: PathBuf, reason: String },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -191,8 +225,8 @@ pub enum Appended {
 struct Segment {
     id: u64,
     path: PathBuf,
-    /// Opened for reading and appending.
-    file: File,
+    /// Opened for reading and appending; shared with the syncer.
+    file: Arc<File>,
     len: u64,
     /// Batches in this segment not yet settled.
     unsettled: usize,
@@ -207,10 +241,12 @@ struct Entry {
     len: u64,
     records: u32,
     settled: bool,
+    /// The write number of its record (0: found at start).
+    write: u64,
 }
 
 /// The on-disk write-ahead spool. See the module doc. Blocking I/O: used from
-/// the pipeline thread only.
+/// the pipeline thread only (its fsyncs run on the syncer's thread).
 #[derive(Debug)]
 pub struct Spool {
     dir: PathBuf,
@@ -233,8 +269,14 @@ pub struct Spool {
     handed_upto: u64,
     /// The newest batch's blob, until it is handed out.
     newest_blob: Option<(u64, Bytes)>,
-    /// Records written since the last fsync.
-    unsynced: bool,
+    sync: SyncFn,
+    /// With `fsync = "batch"`: the group-commit thread.
+    syncer: Option<Syncer>,
+    /// Records written since start: the write number of the newest.
+    writes: u64,
+    /// Every record up to this write number is durable (as far as this
+    /// thread has heard from the syncer).
+    durable: u64,
     scratch: Vec<u8>,
 }
 
@@ -242,9 +284,25 @@ impl Spool {
     /// Opens (creating if needed) the spool in `config.dir` and recovers what
     /// it holds; see the module doc for what is checked and repaired.
     pub fn open(config: &SpoolConfig, metrics: Arc<Metrics>) -> Result<Spool, SpoolError> {
+        Spool::open_with(config, metrics, SyncFn::data())
+    }
+
+    /// [`open`](Self::open), with `sync` in place of `File::sync_data` (for
+    /// tests that hold fsyncs back or make them fail).
+    pub(crate) fn open_with(
+        config: &SpoolConfig,
+        metrics: Arc<Metrics>,
+        sync: SyncFn,
+    ) -> Result<Spool, SpoolError> {
         let dir = &config.dir;
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let epoch = load_or_create_epoch(dir)?;
+        let syncer = match config.fsync {
+            Fsync::Batch => {
+                Some(Syncer::start(sync.clone(), metrics.clone()).map_err(io_error(dir))?)
+            }
+            Fsync::Never => None,
+        };
         let mut spool = Spool {
             dir: dir.clone(),
             max_bytes: config.max_bytes,
@@ -267,7 +325,10 @@ impl Spool {
             unsettled: 0,
             handed_upto: 0,
             newest_blob: None,
-            unsynced: false,
+            sync,
+            syncer,
+            writes: 0,
+            durable: 0,
             scratch: Vec::new(),
         };
         let mut last_position: Option<Vec<u8>> = None;
@@ -296,6 +357,11 @@ impl Spool {
             None => spool.convert_legacy_checkpoint()?,
         };
         spool.skip_unsynced_seqs(last_position.is_some())?;
+        if spool.fsync == Fsync::Batch {
+            // A crash of the process may have left records in the page cache
+            // only: what is handed out must be on disk.
+            spool.sync_now()?;
+        }
         spool.recovered.next_seq = spool.next_seq;
         spool.recovered.offsets = offsets;
         spool.recovered.batches = spool.unsettled;
@@ -362,7 +428,7 @@ impl Spool {
         let mut segment = Segment {
             id,
             path: path.clone(),
-            file,
+            file: Arc::new(file),
             len: record::SEGMENT_HEADER_LEN,
             unsettled: 0,
         };
@@ -406,6 +472,7 @@ impl Spool {
                         len,
                         records: count,
                         settled: false,
+                        write: 0,
                     });
                     segment.unsettled += 1;
                     self.unsettled += 1;
@@ -485,7 +552,7 @@ impl Spool {
                 max_bytes: self.max_bytes,
             });
         }
-        self.sync()?;
+        self.sync_now()?;
         std::fs::remove_file(&path).map_err(io_error(&path))?;
         tracing::info!(
             path = %path.display(),
@@ -545,7 +612,8 @@ impl Spool {
     }
 
     /// Writes a sealed batch (with [`next_id`](Self::next_id)) and, with
-    /// `fsync = "batch"`, makes it durable before returning. On
+    /// `fsync = "batch"`, asks the syncer to make it durable, without waiting:
+    /// [`next_unsent`](Self::next_unsent) hands it out once that is done. On
     /// [`Appended::Full`] nothing was written; try again after a settle.
     pub fn append(&mut self, batch: &SealedBatch) -> Result<Appended, SpoolError> {
         assert_eq!(
@@ -562,9 +630,7 @@ impl Spool {
         let Some((segment, offset)) = result? else {
             return Ok(Appended::Full);
         };
-        if self.fsync == Fsync::Batch {
-            self.sync()?;
-        }
+        self.request_sync();
         self.batches.push_back(Entry {
             id: batch.id,
             segment,
@@ -572,6 +638,7 @@ impl Spool {
             len,
             records: batch.records,
             settled: false,
+            write: self.writes,
         });
         if let Some(s) = self.segments.back_mut() {
             s.unsettled += 1;
@@ -626,9 +693,10 @@ impl Spool {
         Ok(())
     }
 
-    /// The oldest batch not handed out since start, unless it is
-    /// [`MAX_SEQ_SPREAD`] or more seqs past the oldest unsettled one. Read
-    /// back from disk (and checked) unless it is the newest.
+    /// The oldest batch not handed out since start, once it is durable
+    /// (with `fsync = "batch"`) and unless it is [`MAX_SEQ_SPREAD`] or more
+    /// seqs past the oldest unsettled one. Read back from disk (and checked)
+    /// unless it is the newest.
     pub fn next_unsent(&mut self) -> Result<Option<Outgoing>, SpoolError> {
         let Some(oldest) = self.batches.iter().find(|e| !e.settled) else {
             return Ok(None);
@@ -640,7 +708,7 @@ impl Spool {
         let Some(entry) = self.batches.range(from..).find(|e| !e.settled).copied() else {
             return Ok(None);
         };
-        if entry.id.seq - oldest >= MAX_SEQ_SPREAD {
+        if entry.id.seq - oldest >= MAX_SEQ_SPREAD || !self.is_durable(entry.write)? {
             return Ok(None);
         }
         let blob = match self.newest_blob.take() {
@@ -658,19 +726,70 @@ impl Spool {
         }))
     }
 
-    /// Makes every record written so far durable (with `fsync = "batch"`).
+    /// With `fsync = "batch"`: has the syncer make every record written so
+    /// far durable, without waiting; returns the error of an fsync that
+    /// failed.
     pub fn commit(&mut self) -> Result<(), SpoolError> {
-        if self.fsync == Fsync::Batch && self.unsynced {
-            self.sync()?;
+        self.request_sync();
+        // Asked only for the error of an fsync that failed.
+        self.is_durable(self.writes).map(drop)
+    }
+
+    /// With `fsync = "batch"`: waits until every record written so far is
+    /// durable — for the fsync in flight and, if it does not cover them all,
+    /// the next.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        self.request_sync();
+        self.wait_durable(self.writes)
+    }
+
+    /// With `fsync = "batch"`: waits until every batch written so far is
+    /// durable (each asked for its fsync when it was appended), so that
+    /// [`next_unsent`](Self::next_unsent) can hand them out.
+    pub fn await_batches(&mut self) -> Result<(), SpoolError> {
+        let newest = self.batches.back().map_or(0, |e| e.write);
+        self.wait_durable(newest)
+    }
+
+    /// Asks the syncer to cover every record written so far.
+    fn request_sync(&self) {
+        if let (Some(syncer), Some(s)) = (&self.syncer, self.segments.back()) {
+            syncer.request(&s.file, &s.path, self.writes);
         }
+    }
+
+    /// Whether the record with write number `write` is durable (always, with
+    /// `fsync = "never"`). Looks at the syncer only if it has to.
+    fn is_durable(&mut self, write: u64) -> Result<bool, SpoolError> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(true);
+        };
+        if write > self.durable {
+            self.durable = self.durable.max(syncer.durable()?);
+        }
+        Ok(write <= self.durable)
+    }
+
+    /// Waits until the record with write number `write`, whose fsync was
+    /// asked for, is durable.
+    fn wait_durable(&mut self, write: u64) -> Result<(), SpoolError> {
+        if self.is_durable(write)? {
+            return Ok(());
+        }
+        if let Some(syncer) = &self.syncer {
+            syncer.wait(write)?;
+        }
+        self.durable = self.durable.max(write);
         Ok(())
     }
 
-    fn sync(&mut self) -> Result<(), SpoolError> {
+    /// Fsyncs the newest segment on this thread (at start only, before the
+    /// pipeline runs).
+    fn sync_now(&mut self) -> Result<(), SpoolError> {
         if let Some(s) = self.segments.back() {
-            s.file.sync_data().map_err(io_error(&s.path))?;
+            syncer::fsync(&self.sync, &self.metrics, &s.file, &s.path)?;
         }
-        self.unsynced = false;
+        self.durable = self.writes;
         Ok(())
     }
 
@@ -738,21 +857,22 @@ impl Spool {
             .back_mut()
             .expect("a record is written after a segment was created");
         let offset = s.len;
-        s.file.write_all(head).map_err(io_error(&s.path))?;
-        s.file.write_all(blob).map_err(io_error(&s.path))?;
+        let mut file = &*s.file;
+        file.write_all(head).map_err(io_error(&s.path))?;
+        file.write_all(blob).map_err(io_error(&s.path))?;
         let len = (head.len() + blob.len()) as u64;
         s.len += len;
         self.bytes += len;
-        self.unsynced = true;
+        self.writes += 1;
         Ok(offset)
     }
 
-    /// Starts a new segment. With `fsync = "batch"` it is durable, and so is
-    /// its directory entry, before any older segment can be deleted.
+    /// Starts a new segment. With `fsync = "batch"`, everything in the older
+    /// ones is durable first (so the syncer only ever needs to fsync the
+    /// newest), and the new one is durable, with its directory entry, before
+    /// any older segment can be deleted.
     fn roll(&mut self) -> Result<(), SpoolError> {
-        if self.unsynced && self.fsync == Fsync::Batch {
-            self.sync()?;
-        }
+        self.sync()?;
         let id = self.segments.back().map_or(1, |s| s.id + 1);
         let path = self.segment_path(id);
         let mut file = OpenOptions::new()
@@ -771,7 +891,7 @@ impl Spool {
         self.segments.push_back(Segment {
             id,
             path,
-            file,
+            file: Arc::new(file),
             len: record::SEGMENT_HEADER_LEN,
             unsettled: 0,
         });

@@ -305,6 +305,7 @@ impl Harness {
                     .filter(|(&seq, _)| seq - oldest < MAX_SEQ_SPREAD)
                     .map(|(&seq, batch)| (seq, batch.clone()))
             });
+        self.spool.await_batches().unwrap();
         let got = self.spool.next_unsent().unwrap();
         match (got, expected) {
             (None, None) => {}

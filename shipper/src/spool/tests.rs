@@ -74,8 +74,14 @@ fn append(spool: &mut Spool, len: usize, position: Vec<FileOffset>) -> u64 {
     batch.id.seq
 }
 
+/// The next batch to send, once every batch written is durable.
+fn next_unsent(spool: &mut Spool) -> Option<Outgoing> {
+    spool.await_batches().unwrap();
+    spool.next_unsent().unwrap()
+}
+
 fn unsent_seqs(spool: &mut Spool) -> Vec<u64> {
-    std::iter::from_fn(|| spool.next_unsent().unwrap())
+    std::iter::from_fn(|| next_unsent(spool))
         .map(|b| b.id.seq)
         .collect()
 }
@@ -121,6 +127,7 @@ fn unsettled_batches_come_back_with_their_identity_bytes_and_position() {
         "the last batch's position"
     );
     assert_eq!((r.next_seq, r.batches), (4, 2));
+    // Made durable at start: handed out without waiting.
     let resent: Vec<Outgoing> = std::iter::from_fn(|| spool.next_unsent().unwrap()).collect();
     assert_eq!(resent.len(), 2);
     for (b, seq, len) in [(&resent[0], s1, 100), (&resent[1], s3, 300)] {
@@ -157,7 +164,7 @@ fn the_transport_is_fed_in_order_within_the_dedup_window() {
     for _ in 0..4 {
         append(&mut spool, 50, vec![]);
     }
-    let first = spool.next_unsent().unwrap().unwrap();
+    let first = next_unsent(&mut spool).unwrap();
     assert_eq!(first.id.seq, 1);
     assert_eq!(first.blob, blob(1, 50), "read back from disk");
     assert_eq!(unsent_seqs(&mut spool), [2, 3, 4]);
@@ -167,15 +174,75 @@ fn the_transport_is_fed_in_order_within_the_dedup_window() {
         "each is handed out once"
     );
     let newest = append(&mut spool, 60, vec![]);
-    let b = spool.next_unsent().unwrap().unwrap();
+    let b = next_unsent(&mut spool).unwrap();
     assert_eq!((b.id.seq, b.blob), (newest, blob(newest, 60)));
 
     // A batch MAX_SEQ_SPREAD past the oldest unsettled one waits for it.
     spool.next_seq = 1 + MAX_SEQ_SPREAD;
     let far = append(&mut spool, 10, vec![]);
-    assert_eq!(spool.next_unsent().unwrap().map(|b| b.id.seq), None);
+    assert_eq!(next_unsent(&mut spool).map(|b| b.id.seq), None);
     spool.settle(1).unwrap();
-    assert_eq!(spool.next_unsent().unwrap().map(|b| b.id.seq), Some(far));
+    assert_eq!(next_unsent(&mut spool).map(|b| b.id.seq), Some(far));
+}
+
+#[test]
+fn a_batch_is_handed_out_only_once_an_fsync_that_covers_it_returned() {
+    let fx = fixture();
+    let gate = Gate::closed();
+    let mut spool = Spool::open_with(&fx.config, fx.metrics.clone(), gate.sync_fn()).unwrap();
+    let first = append(&mut spool, 100, vec![offset(1, 1)]);
+    wait_until("the first fsync starts", || gate.started() == 1);
+    // Appends do not wait for the fsync in flight; what they write waits
+    // for the next one.
+    let more: Vec<u64> = (2..=10)
+        .map(|i| append(&mut spool, 100, vec![offset(1, i)]))
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        spool.next_unsent().unwrap().is_none(),
+        "a batch handed out while the fsync covering it hangs"
+    );
+    assert_eq!(gate.started(), 1, "one fsync at a time");
+    assert_eq!(fx.metrics.spool_fsyncs.get(), 0);
+
+    gate.open();
+    spool.await_batches().unwrap();
+    let seqs = std::iter::from_fn(|| spool.next_unsent().unwrap()).map(|b| b.id.seq);
+    assert!(seqs.eq(std::iter::once(first).chain(more)));
+    assert_eq!(
+        fx.metrics.spool_fsyncs.get(),
+        2,
+        "the second fsync covers the nine batches written during the first"
+    );
+}
+
+#[test]
+fn a_failed_fsync_stops_the_spool_and_nothing_it_covered_goes_out() {
+    let fx = fixture();
+    let sync = SyncFn::new(|_| Err(std::io::Error::other("disk on fire")));
+    let mut spool = Spool::open_with(&fx.config, fx.metrics.clone(), sync).unwrap();
+    append(&mut spool, 100, vec![]);
+    let err = spool.await_batches().unwrap_err().to_string();
+    assert!(err.contains("fsync failed (disk on fire)"), "{err}");
+    assert!(
+        err.contains(&fx.segments()[0].display().to_string()),
+        "{err}"
+    );
+    // Every later call says so too, rather than hand the batch out.
+    assert!(spool.next_unsent().is_err());
+    assert!(spool.commit().is_err());
+    assert_eq!(fx.metrics.spool_fsyncs.get(), 0);
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 #[test]
