@@ -263,6 +263,11 @@ impl Broker {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The broker's process id, while it runs (the benchmark reads its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Everything the broker logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
