@@ -169,7 +169,11 @@ fn set_if_any(value: &str, set: impl FnOnce(&str)) {
 
 impl<'a> Record<'a> {
     /// Reads a record out of a Cap'n Proto reader, checking every field.
-    pub(crate) fn read_from(r: request::Reader<'a>) -> capnp::Result<Record<'a>> {
+    /// `message_words` is the size of the message `r` is the root of.
+    pub(crate) fn read_from(
+        r: request::Reader<'a>,
+        message_words: usize,
+    ) -> capnp::Result<Record<'a>> {
         let ip = r.get_client_ip()?;
         let client_ip = match ip.len() {
             0 => None,
@@ -188,6 +192,17 @@ impl<'a> Record<'a> {
         let mut extras = Vec::new();
         if r.has_extras() {
             let list = r.get_extras()?;
+            // Cap'n Proto lets a list of zero-sized structs claim elements
+            // that occupy no bytes, as many as the traversal limit allows: a
+            // 100-byte message could cost 8 MiB and 262,144 iterations. An
+            // extra we write takes at least a word, so a list longer than
+            // its message has words is such a list.
+            if list.len() as usize > message_words {
+                return Err(capnp::Error::failed(format!(
+                    "{} extras in a message of {message_words} words",
+                    list.len()
+                )));
+            }
             extras.reserve(list.len() as usize);
             for e in list.iter() {
                 extras.push((text(e.get_key())?, text(e.get_value())?));
