@@ -402,34 +402,38 @@ async fn no_more_than_window_deliveries_in_flight() {
     for seq in 1..=3 {
         client.send(Frame::Batch(blob(seq, 1, 0))).await;
     }
-    let (_, first) = stack.next_delivery().await;
-    let (_, _second) = stack.next_delivery().await;
+    // Batches are validated concurrently, so either may reach the sink first.
+    let (first, confirm) = stack.next_delivery().await;
+    let (_second, _unconfirmed) = stack.next_delivery().await;
     stack.no_delivery().await;
-    first.send(Ok(())).unwrap();
-    assert_eq!(client.recv().await, Frame::Ack(id(1)));
+    confirm.send(Ok(())).unwrap();
+    assert_eq!(client.recv().await, Frame::Ack(first.id));
     let (third, _) = stack.next_delivery().await;
     assert_eq!(third.id, id(3));
 }
 
 #[tokio::test]
 async fn reading_pauses_at_the_connection_byte_budget() {
-    let one = blob(1, 4, 1000);
-    let size = one.len() as u64;
-    // Room for the second batch to be read, not for the third.
+    let blobs: Vec<Bytes> = (1..=3).map(|seq| blob(seq, 4, 1000)).collect();
+    let largest = blobs.iter().map(|b| b.len() as u64).max().unwrap();
+    // Room for any one batch plus the start of a second, not for three: the
+    // second is read, the third waits until either of the first two is
+    // answered.
     let mut stack = Stack::new(Settings {
-        max_inflight_bytes_per_connection: size + 1,
+        max_inflight_bytes_per_connection: largest + 1,
         ..small_settings()
     });
     let mut client = stack.connect();
     client.hello().await;
-    client.send(Frame::Batch(one)).await;
-    client.send(Frame::Batch(blob(2, 4, 1000))).await;
-    client.send(Frame::Batch(blob(3, 4, 1000))).await;
-    let (_, first) = stack.next_delivery().await;
-    let (_, _second) = stack.next_delivery().await;
+    for blob in blobs {
+        client.send(Frame::Batch(blob)).await;
+    }
+    // Batches are validated concurrently, so either may reach the sink first.
+    let (first, confirm) = stack.next_delivery().await;
+    let (_second, _unconfirmed) = stack.next_delivery().await;
     stack.no_delivery().await;
-    first.send(Ok(())).unwrap();
-    assert_eq!(client.recv().await, Frame::Ack(id(1)));
+    confirm.send(Ok(())).unwrap();
+    assert_eq!(client.recv().await, Frame::Ack(first.id));
     let (third, _) = stack.next_delivery().await;
     assert_eq!(third.id, id(3));
 }
