@@ -12,6 +12,8 @@
 //! * [`consume`] — the consumer thread and the aggregation core (the
 //!   exactly-once protocol is documented there);
 //! * [`rollup`] — the mergeable in-memory rollups;
+//! * [`sketch`] — HyperLogLog, latency and top-N sketches that merge alike
+//!   in Rust and SQL;
 //! * [`dedup`] — the batch-identity window;
 //! * [`shard`] — zone → shard placement (rendezvous hashing);
 //! * [`store`] — PostgreSQL: migrations, recovery reads, the flush transaction;
@@ -25,6 +27,7 @@ pub mod dedup;
 pub mod metrics;
 pub mod rollup;
 pub mod shard;
+pub mod sketch;
 pub mod store;
 pub mod tokens;
 
