@@ -6,7 +6,7 @@
 //! which are exactly what the extension's `hll_hash_bytea(bytes, 0)`
 //! computes: MurmurHash3 x64-128 with seed 0, first 64-bit word. Out:
 //! [`Hll::to_bytes`] for an `hll(14, 5, -1, 1)` column, and
-//! [`Hll::cardinality`], equal to `hll_cardinality` of those bytes.
+//! [`Hll::cardinality`], equal to `ceil(hll_cardinality(…))` of those bytes.
 //!
 //! Settings, fixed for every value we write (and required of every value we
 //! read, since only equal settings merge):
@@ -117,8 +117,10 @@ impl Hll {
             .expect("union without a settings check cannot fail");
     }
 
-    /// Estimated number of distinct values; exact up to 1280 of them. Equal
-    /// to `hll_cardinality` of [`Hll::to_bytes`].
+    /// Estimated number of distinct values, rounded up; exact up to 1280
+    /// of them. Equal to `ceil(hll_cardinality(…))` of [`Hll::to_bytes`]:
+    /// the extension returns the estimate unrounded (100852.3…, where this
+    /// says 100853).
     pub fn cardinality(&self) -> u64 {
         self.0.cardinality()
     }
