@@ -1,12 +1,15 @@
 //! Property tests for the batch format and the wire codec: whatever goes in
 //! comes out unchanged, and every truncated, bit-flipped or random input is
-//! an error — never a panic, never a batch that silently differs.
+//! an error — never a panic, never a batch that silently differs. Every blob
+//! that `batch::decode` sees is also given to a `batch::Validator`, which
+//! must reach the same verdict with the same error.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 
 use bytes::BytesMut;
 use proptest::prelude::*;
-use schemas::batch::{self, BatchBuilder, BatchId, Limits};
+use schemas::batch::{self, BatchBuilder, BatchError, BatchId, Limits, Validator};
 use schemas::{CacheStatus, Frame, FrameCodec, Method, Record, Scheme, TlsProtocol};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -97,11 +100,99 @@ fn seal(records: &[Owned], id: BatchId) -> Vec<u8> {
     builder.seal(id)
 }
 
-fn decoded_records(blob: &[u8]) -> Result<Vec<String>, batch::BatchError> {
+fn decoded_records(blob: &[u8]) -> Result<Vec<String>, BatchError> {
+    verdict(blob, &Limits::default())?;
     let batch = batch::decode(blob, &Limits::default())?;
     let mut out = Vec::new();
     batch.for_each(|r| out.push(format!("{r:?}")))?;
     Ok(out)
+}
+
+thread_local! {
+    /// One validator for all the cases a test thread runs, so that each
+    /// blob meets a buffer holding the bytes of earlier ones.
+    static VALIDATOR: RefCell<Validator> = RefCell::new(Validator::new());
+}
+
+/// What `decode` says of `blob`, after checking that a reused `Validator`
+/// says the same.
+fn verdict(blob: &[u8], limits: &Limits) -> Result<(BatchId, u32), BatchError> {
+    let decoded = batch::decode(blob, limits).map(|b| (b.id(), b.len()));
+    let validated = VALIDATOR.with(|v| v.borrow_mut().validate(blob, limits));
+    assert_eq!(validated, decoded, "validate and decode disagree");
+    decoded
+}
+
+/// The uncompressed payload of a sealed blob.
+fn payload(blob: &[u8]) -> Vec<u8> {
+    let raw_len = u32::from_be_bytes(blob[28..32].try_into().unwrap()) as usize;
+    lz4_flex::block::decompress(&blob[batch::HEADER_LEN..], raw_len).unwrap()
+}
+
+/// `blob` with its payload replaced by `raw`, raw length and CRC to match:
+/// the edit gets past the CRC to LZ4 and Cap'n Proto.
+fn reseal(blob: &[u8], raw: &[u8]) -> Vec<u8> {
+    let mut out = blob[..batch::HEADER_LEN].to_vec();
+    out[28..32].copy_from_slice(&(raw.len() as u32).to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[..32]), raw);
+    out[32..36].copy_from_slice(&crc.to_be_bytes());
+    out.extend_from_slice(&lz4_flex::block::compress(raw));
+    out
+}
+
+/// An edit of an uncompressed payload, at a position taken modulo its
+/// length. Cap'n Proto words and pointers are little-endian u64s.
+#[derive(Debug, Clone)]
+enum Edit {
+    FlipBit(prop::sample::Index, u8),
+    SetWord(prop::sample::Index, u64),
+    Truncate(prop::sample::Index),
+}
+
+fn edit() -> impl Strategy<Value = Edit> {
+    prop_oneof![
+        (any::<prop::sample::Index>(), 0..8u8).prop_map(|(at, bit)| Edit::FlipBit(at, bit)),
+        (any::<prop::sample::Index>(), any::<u64>()).prop_map(|(at, w)| Edit::SetWord(at, w)),
+        any::<prop::sample::Index>().prop_map(Edit::Truncate),
+    ]
+}
+
+impl Edit {
+    fn apply(&self, raw: &mut Vec<u8>) {
+        let len = raw.len();
+        if len == 0 {
+            return;
+        }
+        match self {
+            Edit::FlipBit(at, bit) => raw[at.index(len)] ^= 1 << bit,
+            Edit::SetWord(at, word) => {
+                let at = at.index(len) & !7;
+                let end = (at + 8).min(len);
+                raw[at..end].copy_from_slice(&word.to_le_bytes()[..end - at]);
+            }
+            // To a whole word: a misaligned payload is refused before
+            // Cap'n Proto sees it.
+            Edit::Truncate(at) => raw.truncate(at.index(len) & !7),
+        }
+    }
+}
+
+/// Bounds from the default down to ones that the records above exceed.
+fn limits() -> impl Strategy<Value = Limits> {
+    (
+        prop_oneof![9 => Just(32 << 20), 1 => 0..4096usize],
+        prop_oneof![9 => Just(200_000), 1 => 0..8u32],
+        prop_oneof![9 => Just((2 << 20) / 8), 1 => 0..64usize],
+        prop_oneof![9 => Just(8), 1 => 0..4i32],
+    )
+        .prop_map(
+            |(max_raw_len, max_records, traversal_limit_words, nesting_limit)| Limits {
+                max_raw_len,
+                max_records,
+                traversal_limit_words,
+                nesting_limit,
+            },
+        )
 }
 
 /// Runs a byte stream through the frame codec to its end, as a connection
@@ -136,6 +227,7 @@ proptest! {
         let id = BatchId { epoch, seq };
         let blob = seal(&records, id);
         let batch = batch::decode(&blob, &Limits::default()).unwrap();
+        prop_assert_eq!(verdict(&blob, &Limits::default()), Ok((id, records.len() as u32)));
         prop_assert_eq!(batch.id(), id);
         prop_assert_eq!(batch.len() as usize, records.len());
         prop_assert_eq!(batch::peek(&blob).unwrap(), (id, records.len() as u32));
@@ -151,7 +243,25 @@ proptest! {
     fn truncated_batches_are_errors(records in proptest::collection::vec(owned(), 1..6), cut in any::<prop::sample::Index>()) {
         let blob = seal(&records, BatchId { epoch: 1, seq: 1 });
         let len = cut.index(blob.len());
-        prop_assert!(batch::decode(&blob[..len], &Limits::default()).is_err());
+        prop_assert!(verdict(&blob[..len], &Limits::default()).is_err());
+    }
+
+    /// Edits of the Cap'n Proto payload under a CRC that matches again, so
+    /// that they reach the record checks; any limits. Whatever the outcome,
+    /// `validate` and `decode` agree on it (checked by `verdict`).
+    #[test]
+    fn payload_edits_and_limits_get_one_verdict(
+        records in proptest::collection::vec(owned(), 1..6),
+        edits in proptest::collection::vec(edit(), 1..4),
+        limits in limits(),
+    ) {
+        let blob = seal(&records, BatchId { epoch: 1, seq: 1 });
+        let mut raw = payload(&blob);
+        for edit in &edits {
+            edit.apply(&mut raw);
+        }
+        let _ = verdict(&reseal(&blob, &raw), &limits);
+        let _ = verdict(&blob, &limits);
     }
 
     /// A few LZ4 bits carry no meaning (the last sequence's match-length
@@ -218,7 +328,7 @@ fn lz4_bomb_is_refused_before_allocating() {
     // A 40-byte blob claiming 4 GiB - 8 of payload.
     let mut blob = seal(&[], BatchId { epoch: 1, seq: 1 });
     blob[28..32].copy_from_slice(&(u32::MAX - 7).to_be_bytes());
-    let err = batch::decode(&blob, &Limits::default()).unwrap_err();
+    let err = verdict(&blob, &Limits::default()).unwrap_err();
     assert!(
         matches!(err, batch::BatchError::RawTooLarge { .. }),
         "{err}"
@@ -228,7 +338,7 @@ fn lz4_bomb_is_refused_before_allocating() {
         max_raw_len: usize::MAX,
         ..Limits::default()
     };
-    let err = batch::decode(&blob, &generous).unwrap_err();
+    let err = verdict(&blob, &generous).unwrap_err();
     assert!(
         matches!(err, batch::BatchError::ImpossibleRatio { .. }),
         "{err}"
@@ -272,18 +382,18 @@ fn record_limits_are_enforced() {
         traversal_limit_words: 1024,
         ..Limits::default()
     };
-    let err = batch::decode(&blob, &tight).unwrap_err();
+    let err = verdict(&blob, &tight).unwrap_err();
     assert!(
         matches!(err, batch::BatchError::Record { index: 0, .. }),
         "{err}"
     );
-    assert!(batch::decode(&blob, &Limits::default()).is_ok());
+    assert!(verdict(&blob, &Limits::default()).is_ok());
 
     let few = Limits {
         max_records: 0,
         ..Limits::default()
     };
-    let err = batch::decode(&blob, &few).unwrap_err();
+    let err = verdict(&blob, &few).unwrap_err();
     assert_eq!(
         err,
         batch::BatchError::TooManyRecords {

@@ -2,7 +2,7 @@
 //! ordinary test suite so that what was fixed stays fixed without cargo-fuzz
 //! (`schemas/fuzz/README.md`).
 
-use schemas::batch::{self, BatchError, Limits};
+use schemas::batch::{self, BatchError, Limits, Validator};
 
 /// Found by `batch_mutated`: one bit flipped in a record's `extras` pointer
 /// made it point at a text word instead, which Cap'n Proto then read as the
@@ -23,9 +23,11 @@ fn an_extras_list_longer_than_its_message_is_refused() {
         "0060006f3700000028522a000b110c1f003302001558000f080009171220000f",
         "02000d1526210060000000000000",
     ]);
+    let validated = Validator::new().validate(&blob, &Limits::default());
     match batch::decode(&blob, &Limits::default()) {
         Err(BatchError::Record { index: 0, reason }) => {
-            assert!(reason.contains("5258 extras in a message of"), "{reason}")
+            assert!(reason.contains("5258 extras in a message of"), "{reason}");
+            assert_eq!(validated, Err(BatchError::Record { index: 0, reason }));
         }
         other => panic!("expected record 0 to be refused, got {other:?}"),
     }

@@ -8,6 +8,8 @@
 //! the raw length and CRC optionally fixed. Checked:
 //! * an unmutated batch decodes to exactly the records that went in;
 //! * a mutated one is refused or passes [`check_decoded`]; nothing panics;
+//! * a reused validator reaches `decode`'s verdict with the same error
+//!   ([`check_validator_agrees`]);
 //! * the heap `decode` holds stays within [`decode_heap_bound`].
 
 #![no_main]
@@ -16,7 +18,8 @@ use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use schemas::batch::{self, BatchBuilder, BatchId, Limits};
 use schemas_fuzz::{
-    blob, check_decoded, decode_heap_bound, peak_heap, records, OwnedRecord, PeakAlloc,
+    blob, check_decoded, check_validator_agrees, decode_heap_bound, peak_heap, records,
+    OwnedRecord, PeakAlloc,
 };
 
 #[global_allocator]
@@ -176,6 +179,7 @@ fuzz_target!(|input: Input| {
         "decode held {heap} heap bytes for a {}-byte blob",
         blob.len()
     );
+    check_validator_agrees(&blob, &decoded);
     if input.mutations.is_empty() {
         let batch = decoded.expect("an unmutated batch decodes");
         assert_eq!(batch.id(), id);

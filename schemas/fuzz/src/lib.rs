@@ -6,11 +6,12 @@
 //! See `README.md` beside this crate for how to run the targets.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
-use schemas::batch::{self, BatchBuilder, DecodedBatch, Limits};
+use schemas::batch::{self, BatchBuilder, BatchError, DecodedBatch, Limits, Validator};
 use schemas::{CacheStatus, Method, Record, Scheme, TlsProtocol};
 
 /// The owned data of one [`Record`], chosen by the fuzzer.
@@ -107,6 +108,31 @@ pub fn check_decoded(blob: &[u8], batch: &DecodedBatch) {
     let again = batch::decode(&resealed, &Limits::default()).expect("a re-sealed batch decodes");
     assert_eq!(again.id(), batch.id(), "identity after re-sealing");
     assert_eq!(records(&again), first, "records after re-sealing");
+}
+
+thread_local! {
+    /// One validator for every input of a run, as ingest reuses one for
+    /// many batches: each blob meets a buffer holding earlier payloads.
+    static VALIDATOR: RefCell<Validator> = RefCell::new(Validator::new());
+}
+
+/// What must hold for every blob, whatever [`batch::decode`] said of it
+/// (`decoded`): a reused [`Validator`] says the same, with the same error,
+/// and holds no more heap for it than `decode` may.
+pub fn check_validator_agrees(blob: &[u8], decoded: &Result<DecodedBatch, BatchError>) {
+    let (validated, heap) =
+        peak_heap(|| VALIDATOR.with(|v| v.borrow_mut().validate(blob, &Limits::default())));
+    assert!(
+        heap <= decode_heap_bound(blob.len()),
+        "validate held {heap} heap bytes for a {}-byte blob",
+        blob.len()
+    );
+    let decoded = decoded.as_ref().map(|b| (b.id(), b.len()));
+    assert_eq!(
+        validated.as_ref().copied(),
+        decoded,
+        "validate and decode disagree"
+    );
 }
 
 /// A heap allocator that keeps the high-water mark of live bytes, so a
