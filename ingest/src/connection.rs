@@ -8,7 +8,7 @@
 //! ```text
 //!  read frame ──▶ admit ─────────────────────▶ deliver ──────────▶ answer
 //!  (a batch that  (global byte budget,         (≤ window in        Ack after the sink
-//!   finds the     full decode on the           flight, any         confirmed; Nack
+//!   finds the     full validation on the       flight, any         confirmed; Nack
 //!   window or the blocking pool; poison        order)              retryable on sink
 //!   budget full   is NACKed here)                                  error or timeout
 //!   is parked)
@@ -17,9 +17,10 @@
 //! Guarantees:
 //! * The first frame must be a `Hello` whose version range includes
 //!   [`PROTOCOL_VERSION`]; anything else gets a `GoAway` with the reason.
-//! * Every batch is fully validated (`schemas::batch::decode`) before the
-//!   sink sees it; an invalid one is NACKed as not retryable and counted by
-//!   edge and reason. The sink receives the blob exactly as received.
+//! * Every batch is fully validated (`schemas::batch::Validator`: every
+//!   check of `schemas::batch::decode`) before the sink sees it; an invalid
+//!   one is NACKed as not retryable and counted by edge and reason. The sink
+//!   receives the blob exactly as received.
 //! * An `Ack` is sent only after the sink confirmed the batch; a sink error
 //!   or a delivery that outlives [`Settings::delivery_timeout`] is NACKed as
 //!   retryable. Every batch that was read is answered exactly once, unless
@@ -30,10 +31,11 @@
 //!   connections until it is answered. A batch read while the window or the
 //!   budget is full is *parked*, and reading stops until it is admitted, so
 //!   a connection holds at most one frame more. Reading goes on until then,
-//!   so `Ping`s keep being answered while Kafka is slow. Decoding, the
+//!   so `Ping`s keep being answered while Kafka is slow. Validation, the
 //!   CPU-heavy part, runs on the blocking pool, at most
 //!   [`Settings::validation_threads`] batches at once across all
-//!   connections; one connection's batches are validated concurrently.
+//!   connections, each with a reused buffer of at most 32 MiB; one
+//!   connection's batches are validated concurrently.
 //! * A frame that cannot be decoded (CRC, size, unknown type) or is out of
 //!   place ends the connection: reading stops, the batches already read are
 //!   answered, then a `GoAway` names the reason. Other connections are
@@ -47,7 +49,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -55,7 +57,7 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, OptionFuture};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
-use schemas::batch::{self, BatchError, BatchId, Limits};
+use schemas::batch::{self, BatchError, BatchId, Limits, Validator};
 use schemas::wire::PROTOCOL_VERSION;
 use schemas::{Frame, FrameCodec, WireError};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -91,7 +93,7 @@ pub struct Settings {
     /// On shutdown, how long batches already read may take to be confirmed
     /// before they are NACKed.
     pub drain_timeout: Duration,
-    /// Batches decoded at once, all connections together.
+    /// Batches validated at once, all connections together.
     pub validation_threads: usize,
     /// Longest silence from a shipper, while ingest is reading, before the
     /// connection is closed.
@@ -191,7 +193,7 @@ pub struct Gateway {
     sink: Arc<dyn Sink>,
     metrics: Arc<Metrics>,
     budget: Arc<Semaphore>,
-    validators: Arc<Semaphore>,
+    validators: Validators,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -203,6 +205,55 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// Batch validation on the blocking pool: at most
+/// [`Settings::validation_threads`] batches at once, each checked by a
+/// [`Validator`] that is kept for the next batch, so that its payload buffer
+/// is allocated once rather than per batch.
+///
+/// Memory: a validator's buffer is as large as the largest payload it has
+/// checked, at most [`Limits::max_raw_len`] (32 MiB), and there are never
+/// more validators than slots (one is made only when a slot finds none
+/// idle, and a slot is held until its validator is back). That is at most
+/// `validation_threads` × 32 MiB, in line with the in-flight byte budget
+/// (256 MiB by default) and held only after a shipper sent such payloads;
+/// shippers seal a batch at 1 MiB of payload by default.
+#[derive(Clone)]
+struct Validators {
+    slots: Arc<Semaphore>,
+    idle: Arc<Mutex<Vec<Validator>>>,
+}
+
+impl Validators {
+    fn new(threads: usize) -> Validators {
+        Validators {
+            slots: Arc::new(Semaphore::new(threads.max(1))),
+            idle: Arc::default(),
+        }
+    }
+
+    /// Waits for a slot, then validates `blob` on the blocking pool; gives
+    /// the blob back with the verdict.
+    async fn validate(
+        self,
+        blob: Bytes,
+    ) -> Result<(Bytes, Result<(BatchId, u32), BatchError>), tokio::task::JoinError> {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            unreachable!("the validation semaphore is never closed")
+        };
+        tokio::task::spawn_blocking(move || {
+            // Held only to pop or push, which do not panic; were it poisoned,
+            // the list would still be sound.
+            let idle = || self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut validator = idle().pop().unwrap_or_default();
+            let verdict = validator.validate(&blob, &Limits::default());
+            idle().push(validator);
+            drop(slot);
+            (blob, verdict)
+        })
+        .await
+    }
+}
+
 impl Gateway {
     pub fn new(settings: Settings, sink: Arc<dyn Sink>, metrics: Arc<Metrics>) -> Gateway {
         let total = usize::try_from(settings.max_inflight_bytes_total)
@@ -210,7 +261,7 @@ impl Gateway {
             .min(Semaphore::MAX_PERMITS);
         Gateway {
             budget: Arc::new(Semaphore::new(total)),
-            validators: Arc::new(Semaphore::new(settings.validation_threads.max(1))),
+            validators: Validators::new(settings.validation_threads),
             settings,
             sink,
             metrics,
@@ -478,9 +529,9 @@ impl Gateway {
     }
 
     /// Starts admitting one batch: wait for its bytes from the global budget,
-    /// then decode it fully on the blocking pool.
+    /// then validate it fully on the blocking pool.
     fn admit(&self, edge: Arc<str>, blob: Bytes) -> Admitting {
-        // For NACKs of blobs that fail later; the decode re-reads the header.
+        // For NACKs of blobs that fail later; validation re-reads the header.
         let id = peek_id(&blob);
         let bytes = blob.len();
         let permits = u32::try_from(bytes)
@@ -494,15 +545,7 @@ impl Gateway {
                 unreachable!("the byte budget semaphore is never closed")
             };
             let permit = BytesPermit::new(permit, bytes, metrics);
-            let Ok(_slot) = validators.acquire_owned().await else {
-                unreachable!("the validation semaphore is never closed")
-            };
-            let decoded = tokio::task::spawn_blocking(move || {
-                let decoded = batch::decode(&blob, &Limits::default()).map(|b| (b.id(), b.len()));
-                (blob, decoded)
-            })
-            .await;
-            match decoded {
+            match validators.validate(blob).await {
                 Ok((blob, Ok((id, records)))) => Admission::Valid {
                     batch: ValidBatch {
                         edge,
@@ -586,7 +629,7 @@ impl Gateway {
 }
 
 /// The identity a blob's header claims, for answers about a blob that may
-/// not decode (0/0 when even the header is unreadable).
+/// not validate (0/0 when even the header is unreadable).
 fn peek_id(blob: &[u8]) -> BatchId {
     batch::peek(blob).map_or(UNKNOWN_ID, |(id, _)| id)
 }
@@ -692,5 +735,50 @@ fn batch_error_label(error: &BatchError) -> &'static str {
         BatchError::Crc { .. } => "crc",
         BatchError::Record { .. } => "bad_record",
         BatchError::CountMismatch { .. } => "count_mismatch",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{BatchBuilder, Record};
+
+    /// However many batches arrive at once, no more validators (and their
+    /// buffers) exist than there are slots, and each judges correctly.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn validators_never_outnumber_their_slots() {
+        let mut builder = BatchBuilder::new();
+        for _ in 0..100 {
+            builder.push(&Record {
+                zone: "shop.example",
+                status: 200,
+                ..Record::default()
+            });
+        }
+        let id = BatchId { epoch: 1, seq: 1 };
+        let blob = Bytes::from(builder.seal(id));
+        let mut broken = blob.to_vec();
+        broken[40] ^= 1;
+        let broken = Bytes::from(broken);
+
+        let validators = Validators::new(2);
+        let runs = (0..16).map(|i| {
+            let blob = if i % 4 == 3 { &broken } else { &blob };
+            validators.clone().validate(blob.clone())
+        });
+        for (i, run) in futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let (_, verdict) = run.expect("validation does not panic");
+            if i % 4 == 3 {
+                assert!(verdict.is_err(), "{verdict:?}");
+            } else {
+                assert_eq!(verdict, Ok((id, 100)));
+            }
+        }
+        let idle = validators.idle.lock().unwrap().len();
+        assert!((1..=2).contains(&idle), "{idle} validators for 2 slots");
     }
 }

@@ -1,7 +1,7 @@
 //! Where validated batches go: the seam between the shipper protocol and
 //! Kafka.
 //!
-//! In: a [`ValidBatch`] — a blob that passed `schemas::batch::decode`, its
+//! In: a [`ValidBatch`] — a blob that passed `schemas::batch` validation, its
 //! identity, and the edge that sent it. Out: a future that resolves once the
 //! batch is durably stored (`Ok`) or could not be (`Err`, always worth a
 //! retry: poison never reaches a sink).
