@@ -139,9 +139,9 @@ async fn dashboard(
     let client = shard.client().await.map_err(internal)?;
     let rows = client
         .query(
-            "SELECT minute, requests, bytes FROM sluice_rollup_minute
-             WHERE zone = $1 AND minute >= date_trunc('minute', $2::timestamptz) AND minute < $3
-             ORDER BY minute",
+            "SELECT bucket, requests, bytes FROM sluice_rollup_minute
+             WHERE zone = $1 AND bucket >= date_trunc('minute', $2::timestamptz) AND bucket < $3
+             ORDER BY bucket",
             &[&zone, &since, &until],
         )
         .await

@@ -17,10 +17,63 @@ pub struct Config {
     /// The shard list. Its order does not matter; a shard's `name` does:
     /// zones are placed by hashing against names (see [`crate::shard`]).
     pub shards: Vec<ShardConfig>,
+    /// Citus mode: `shards` holds exactly one entry, the coordinator, and
+    /// every rollup table is distributed on its key (see `aggregator migrate`).
+    #[serde(default)]
+    pub citus: bool,
     #[serde(default)]
     pub flush: FlushConfig,
     #[serde(default)]
+    pub rollup: RollupConfig,
+    #[serde(default)]
+    pub retention: Retention,
+    #[serde(default)]
     pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollupConfig {
+    /// How long after its minute ends a record is still merged into it,
+    /// measured against the Kafka timestamp of the message that carries it
+    /// (so a replay decides exactly as the live consumer did). Later records
+    /// are counted in `sluice_late`, not merged.
+    #[serde(default = "default_lateness", deserialize_with = "human_duration")]
+    pub lateness: Duration,
+    /// A client IP making more than this many requests to one zone within
+    /// one batch is a flood; all those requests count as `flood` threats.
+    #[serde(default = "default_flood_threshold")]
+    pub flood_threshold: u32,
+}
+
+/// How long each resolution is kept. Partitions whose whole period is
+/// older are dropped (`aggregator drop-expired`, and hourly while running).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    #[serde(
+        default = "default_minute_retention",
+        deserialize_with = "human_duration"
+    )]
+    pub minute: Duration,
+    #[serde(
+        default = "default_hour_retention",
+        deserialize_with = "human_duration"
+    )]
+    pub hour: Duration,
+    #[serde(default = "default_day_retention", deserialize_with = "human_duration")]
+    pub day: Duration,
+}
+
+impl Retention {
+    pub fn of(&self, resolution: crate::schema::Resolution) -> Duration {
+        use crate::schema::Resolution;
+        match resolution {
+            Resolution::Minute => self.minute,
+            Resolution::Hour => self.hour,
+            Resolution::Day => self.day,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -70,6 +123,28 @@ fn default_group() -> String {
 const fn default_flush_ms() -> u64 {
     1000
 }
+/// Reads a duration written for people: `"90s"`, `"10m"`, `"7d"`, `"1h 30m"`.
+fn human_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
+}
+
+const fn default_lateness() -> Duration {
+    Duration::from_secs(3600)
+}
+const fn default_flood_threshold() -> u32 {
+    100
+}
+const fn default_minute_retention() -> Duration {
+    Duration::from_secs(7 * 86_400)
+}
+const fn default_hour_retention() -> Duration {
+    Duration::from_secs(90 * 86_400)
+}
+const fn default_day_retention() -> Duration {
+    Duration::from_secs(10 * 365 * 86_400)
+}
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 17080))
 }
@@ -78,6 +153,25 @@ impl Default for FlushConfig {
     fn default() -> Self {
         FlushConfig {
             interval_ms: default_flush_ms(),
+        }
+    }
+}
+
+impl Default for RollupConfig {
+    fn default() -> Self {
+        RollupConfig {
+            lateness: default_lateness(),
+            flood_threshold: default_flood_threshold(),
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            minute: default_minute_retention(),
+            hour: default_hour_retention(),
+            day: default_day_retention(),
         }
     }
 }
@@ -156,6 +250,28 @@ impl Config {
         if self.flush.interval_ms == 0 {
             return Err("flush.interval_ms must be positive".into());
         }
+        if self.citus && self.shards.len() != 1 {
+            return Err(format!(
+                "citus = true takes exactly one [[shards]] entry, the coordinator; found {}",
+                self.shards.len()
+            ));
+        }
+        let r = &self.retention;
+        if !(r.minute <= r.hour && r.hour <= r.day) {
+            return Err(
+                "retention must not shrink with coarser resolution (minute ≤ hour ≤ day)".into(),
+            );
+        }
+        // Two days of minutes serve the API's 15-minute resolution.
+        if r.minute < Duration::from_secs(2 * 86_400) {
+            return Err("retention.minute must be at least 2 days: the API reads minutes for ranges up to 2 days".into());
+        }
+        if self.rollup.lateness >= r.minute {
+            return Err("rollup.lateness must be shorter than retention.minute".into());
+        }
+        if self.rollup.flood_threshold == 0 {
+            return Err("rollup.flood_threshold must be positive".into());
+        }
         Ok(())
     }
 }
@@ -184,6 +300,26 @@ mod tests {
         let err =
             Config::parse(&MINIMAL.replace("[kafka]", "[kafka]\nbootstrapp = 1")).unwrap_err();
         assert!(err.to_string().contains("bootstrapp"), "{err}");
+    }
+
+    #[test]
+    fn durations_are_human_and_checked() {
+        let config = Config::parse(&format!(
+            "{MINIMAL}\n[rollup]\nlateness = \"10m\"\n[retention]\nminute = \"3d\""
+        ))
+        .unwrap();
+        assert_eq!(config.rollup.lateness, Duration::from_secs(600));
+        assert_eq!(config.retention.minute, Duration::from_secs(3 * 86_400));
+        assert_eq!(config.retention.hour, Duration::from_secs(90 * 86_400));
+        let err = Config::parse(&format!("{MINIMAL}\n[retention]\nminute = \"1d\"")).unwrap_err();
+        assert!(err.to_string().contains("at least 2 days"), "{err}");
+        let err = Config::parse(&format!("{MINIMAL}\n[rollup]\nlateness = \"30d\"")).unwrap_err();
+        assert!(err.to_string().contains("lateness"), "{err}");
+        let err = Config::parse(&format!(
+            "citus = true\n{MINIMAL}\n[[shards]]\nname = \"b\"\ndsn = \"x\""
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("coordinator"), "{err}");
     }
 
     #[test]

@@ -26,24 +26,30 @@
 //! or loaded positions, which is what the group protocol expects.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use schemas::batch::{self, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
+use crate::classify::client::{client_class, ClientClass};
+use crate::classify::threat::{classify, Threat, Threats};
+use crate::config::{Config, RollupConfig};
 use crate::dedup::{Seen, Windows};
 use crate::metrics::Metrics;
-use crate::rollup::Pending;
+use crate::rollup::{minute_of, Facts, Minute, Pending, Scratch};
+use crate::schema::minute_start;
 use crate::shard::ShardMap;
-use crate::store::{Shard, StoreError};
+use crate::store::{Flush, Shard, StoreError};
 
 /// What the consumer thread tells the core.
 #[derive(Debug)]
@@ -54,7 +60,12 @@ enum Event {
         offset: i64,
         edge: String,
         blob: Vec<u8>,
+        /// The message's Kafka timestamp, if it has one.
+        timestamp: Option<SystemTime>,
     },
+    /// The consumer reached the end of a partition: everything Kafka held
+    /// for it was delivered before this.
+    Caught { gen: u64, partition: i32 },
     Assigned {
         partitions: Vec<i32>,
         reply: oneshot::Sender<Seek>,
@@ -86,9 +97,20 @@ struct Context {
     events: mpsc::Sender<Event>,
     topic: String,
     gen: AtomicU64,
+    metrics: Arc<Metrics>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn stats(&self, statistics: Statistics) {
+        for topic in statistics.topics.values() {
+            for (id, partition) in &topic.partitions {
+                if *id >= 0 && partition.consumer_lag >= 0 {
+                    self.metrics.lag(*id).set(partition.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -186,6 +208,7 @@ pub fn start(
         events: events_tx,
         topic: config.kafka.topic.clone(),
         gen: AtomicU64::new(0),
+        metrics: metrics.clone(),
     };
     let mut client = ClientConfig::new();
     client
@@ -194,7 +217,11 @@ pub fn start(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .set("session.timeout.ms", "10000");
+        .set("session.timeout.ms", "10000")
+        // End-of-partition events say when a partition is fully consumed,
+        // which is what `complete_until` rests on; statistics give the lag.
+        .set("enable.partition.eof", "true")
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &config.kafka.librdkafka_options {
         client.set(key, value);
     }
@@ -214,9 +241,14 @@ pub fn start(
         states: shards.iter().map(|_| ShardState::default()).collect(),
         shards,
         assigned: BTreeSet::new(),
+        progress: BTreeMap::new(),
         gen: 0,
         commands: command_tx,
         metrics,
+        rules: Rules::from(&config.rollup),
+        classes: ClassCache::default(),
+        scratch: Scratch::default(),
+        flood_counts: Default::default(),
     };
     let interval = config.flush.interval();
     let core = tokio::spawn(core.run(events_rx, interval));
@@ -256,6 +288,18 @@ fn poll_loop(
         }
         let message = match consumer.poll(Duration::from_millis(100)) {
             None => continue,
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                let gen = consumer.context().gen.load(Ordering::SeqCst);
+                if consumer
+                    .context()
+                    .events
+                    .blocking_send(Event::Caught { gen, partition })
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
             Some(Err(e)) => {
                 warn!("kafka: {e}");
                 continue;
@@ -268,6 +312,11 @@ fn poll_loop(
             offset: message.offset(),
             edge: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
             blob: message.payload().unwrap_or_default().to_vec(),
+            timestamp: message
+                .timestamp()
+                .to_millis()
+                .filter(|ms| *ms >= 0)
+                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms as u64)),
         };
         if consumer.context().events.blocking_send(event).is_err() {
             break;
@@ -400,9 +449,84 @@ struct Core {
     shards: Arc<Vec<Shard>>,
     states: Vec<ShardState>,
     assigned: BTreeSet<i32>,
+    /// How far each assigned partition has been read, for `complete_until`.
+    progress: BTreeMap<i32, Progress>,
     gen: u64,
     commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
+    rules: Rules,
+    classes: ClassCache,
+    scratch: Scratch,
+    /// Requests per (zone, client IP) in the batch being applied.
+    flood_counts: foldhash::HashMap<(u64, IpAddr), u32>,
+}
+
+/// How far one partition has been read.
+#[derive(Debug, Default, Clone, Copy)]
+struct Progress {
+    /// Kafka timestamp of the last message applied.
+    last_message: Option<SystemTime>,
+    /// When its end was reached, if no message came since.
+    end_seen: Option<SystemTime>,
+}
+
+impl Progress {
+    /// Up to when everything Kafka holds for the partition has been read.
+    fn complete_until(&self) -> Option<SystemTime> {
+        self.end_seen.or(self.last_message)
+    }
+}
+
+/// The per-record rules that come from the configuration.
+struct Rules {
+    lateness: Duration,
+    flood_threshold: u32,
+}
+
+impl From<&RollupConfig> for Rules {
+    fn from(config: &RollupConfig) -> Self {
+        Rules {
+            lateness: config.lateness,
+            flood_threshold: config.flood_threshold,
+        }
+    }
+}
+
+impl Rules {
+    /// Whether a record of `minute` carried by a message of `timestamp` is
+    /// too late to merge: its minute ended more than the lateness before
+    /// Kafka took the message. Decided by Kafka's timestamp, not the clock,
+    /// so a replay decides the same.
+    fn is_late(&self, minute: Minute, timestamp: Option<SystemTime>) -> bool {
+        let Some(timestamp) = timestamp else {
+            return false;
+        };
+        minute_start(minute + 1) + self.lateness < timestamp
+    }
+}
+
+/// User agent → client class, remembered: a few thousand distinct agents
+/// make most traffic, and classifying one costs far more than a lookup.
+/// Cleared when full, so hostile agents cannot grow it.
+#[derive(Default)]
+struct ClassCache {
+    classes: foldhash::HashMap<Box<str>, ClientClass>,
+}
+
+impl ClassCache {
+    const CAPACITY: usize = 8192;
+
+    fn get(&mut self, user_agent: &str) -> ClientClass {
+        if let Some(class) = self.classes.get(user_agent) {
+            return *class;
+        }
+        if self.classes.len() >= Self::CAPACITY {
+            self.classes.clear();
+        }
+        let class = client_class(user_agent);
+        self.classes.insert(user_agent.into(), class);
+        class
+    }
 }
 
 impl Core {
@@ -434,9 +558,18 @@ impl Core {
                 offset,
                 edge,
                 blob,
+                timestamp,
             } => {
                 if gen == self.gen && self.assigned.contains(&partition) {
-                    self.apply(partition, offset, &edge, &blob);
+                    self.apply(partition, offset, &edge, &blob, timestamp);
+                    let progress = self.progress.entry(partition).or_default();
+                    progress.end_seen = None;
+                    progress.last_message = timestamp.or(progress.last_message);
+                }
+            }
+            Event::Caught { gen, partition } => {
+                if gen == self.gen && self.assigned.contains(&partition) {
+                    self.progress.entry(partition).or_default().end_seen = Some(SystemTime::now());
                 }
             }
             Event::Assigned { partitions, reply } => {
@@ -448,6 +581,7 @@ impl Core {
                 self.flush().await;
                 for p in &partitions {
                     self.assigned.remove(p);
+                    self.progress.remove(p);
                 }
                 if self.states.iter().any(|s| !s.pending.is_empty()) {
                     // A shard could not take the flush, and what it holds
@@ -466,7 +600,14 @@ impl Core {
     }
 
     /// Applies one Kafka message to every shard that does not hold it yet.
-    fn apply(&mut self, partition: i32, offset: i64, edge: &str, blob: &[u8]) {
+    fn apply(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        edge: &str,
+        blob: &[u8],
+        timestamp: Option<SystemTime>,
+    ) {
         let batch = match batch::decode(blob, &Limits::default()) {
             Ok(batch) => Some(batch),
             Err(e) => {
@@ -500,14 +641,62 @@ impl Core {
         if !wanted.contains(&true) {
             return;
         }
-        let (map, states) = (&self.map, &mut self.states);
-        let result = batch.for_each(|record| {
+        let Core {
+            map,
+            states,
+            rules,
+            classes,
+            scratch,
+            flood_counts,
+            ..
+        } = self;
+        // Every record once; floods are known only at the end of the batch.
+        flood_counts.clear();
+        let mut late = 0u64;
+        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClassCache| {
             let shard = map.shard_of(record.zone);
-            if wanted[shard] {
-                states[shard].pending.add(record);
+            let minute = minute_of(record.timestamp_ns);
+            let facts = wanted[shard].then(|| Facts {
+                minute,
+                class: classes.get(record.user_agent),
+                threats: classify(record),
+            });
+            (shard, minute, facts)
+        };
+        let result = batch.for_each(|record| {
+            if let Some(ip) = record.client_ip {
+                *flood_counts.entry((zone_key(record.zone), ip)).or_default() += 1;
+            }
+            let (shard, minute, facts) = facts_of(record, classes);
+            let Some(facts) = facts else { return };
+            let pending = &mut states[shard].pending;
+            if rules.is_late(minute, timestamp) {
+                pending.add_late(minute);
+                late += 1;
+            } else {
+                pending.add(record, &facts, scratch);
             }
         });
         debug_assert!(result.is_ok(), "decode already read every record");
+        flood_counts.retain(|_, count| *count > rules.flood_threshold);
+        if !flood_counts.is_empty() {
+            let mut flood = Threats::default();
+            flood.insert(Threat::Flood);
+            let _ = batch.for_each(|record| {
+                let Some(ip) = record.client_ip else { return };
+                if !flood_counts.contains_key(&(zone_key(record.zone), ip)) {
+                    return;
+                }
+                let (shard, minute, facts) = facts_of(record, classes);
+                let Some(facts) = facts else { return };
+                if !rules.is_late(minute, timestamp) {
+                    states[shard]
+                        .pending
+                        .add_threats(record, &facts, flood, scratch);
+                }
+            });
+        }
+        self.metrics.records_late.inc_by(late);
         self.metrics.records_consumed.inc_by(u64::from(batch.len()));
         self.metrics.batches_consumed.inc();
     }
@@ -516,20 +705,40 @@ impl Core {
     async fn flush(&mut self) {
         let topic = &self.topic;
         let started = Instant::now();
+        let fresh: BTreeMap<i32, SystemTime> = self
+            .progress
+            .iter()
+            .filter_map(|(p, progress)| Some((*p, progress.complete_until()?)))
+            .collect();
+        let fresh = &fresh;
         let results =
             futures::future::join_all(self.shards.iter().zip(self.states.iter_mut()).map(
                 |(shard, state)| async move {
                     let windows = state.windows.dirty();
+                    // Partitions with nothing new only move their
+                    // `complete_until`.
+                    let idle: Vec<(i32, i64, SystemTime)> = fresh
+                        .iter()
+                        .filter(|(p, _)| !state.pending.positions.contains_key(p))
+                        .filter_map(|(p, at)| Some((*p, *state.stored.get(p)?, *at)))
+                        .collect();
+                    shard.touch(topic, &idle).await?;
                     if state.pending.is_empty() && windows.is_empty() {
                         return Ok(0);
                     }
                     let rows = shard
-                        .flush(topic, &state.pending, &state.stored, &windows)
+                        .flush(&Flush {
+                            topic,
+                            pending: &state.pending,
+                            known: &state.stored,
+                            fresh,
+                            windows: &windows,
+                        })
                         .await?;
                     state
                         .stored
                         .extend(std::mem::take(&mut state.pending.positions));
-                    state.pending.rows.clear();
+                    state.pending.clear_rows();
                     state.windows.clear_dirty();
                     Ok::<_, StoreError>(rows)
                 },
@@ -621,6 +830,7 @@ impl Core {
             })
             .collect();
         self.gen += 1;
+        self.progress.clear();
         let offsets = partitions
             .iter()
             .map(|&p| (p, self.lowest_stored(p)))
@@ -632,4 +842,10 @@ impl Core {
         info!(?seek, "resuming from the shards' stored positions");
         seek
     }
+}
+
+/// A zone's key in the per-batch flood counts: its 64-bit hash, so the
+/// counts need not borrow from the batch.
+fn zone_key(zone: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(zone.as_bytes())
 }

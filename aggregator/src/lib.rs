@@ -12,8 +12,10 @@
 //! * [`consume`] — the consumer thread and the aggregation core (the
 //!   exactly-once protocol is documented there);
 //! * [`rollup`] — the mergeable in-memory rollups;
+//! * [`classify`] — client classes and attack detection, per request;
 //! * [`sketch`] — HyperLogLog, latency and top-N sketches that merge alike
 //!   in Rust and SQL;
+//! * [`schema`] — the rollup tables: columns, upserts, time partitions;
 //! * [`dedup`] — the batch-identity window;
 //! * [`shard`] — zone → shard placement (rendezvous hashing);
 //! * [`store`] — PostgreSQL: migrations, recovery reads, the flush transaction;
@@ -21,11 +23,13 @@
 //! * [`config`], [`metrics`].
 
 pub mod api;
+pub mod classify;
 pub mod config;
 pub mod consume;
 pub mod dedup;
 pub mod metrics;
 pub mod rollup;
+pub mod schema;
 pub mod shard;
 pub mod sketch;
 pub mod store;

@@ -2,16 +2,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aggregator::api::{self, ApiState};
-use aggregator::config::Config;
+use aggregator::config::{Config, Retention};
 use aggregator::metrics::Metrics;
 use aggregator::shard::ShardMap;
+use aggregator::store::Shard;
 use aggregator::tokens::{self, Grant};
 use aggregator::{connect_shards, consume};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -30,8 +32,12 @@ struct Cli {
 enum Command {
     /// Consume from Kafka, flush rollups to the shards, and serve the API.
     Run,
-    /// Create or upgrade the schema on every shard.
+    /// Create or upgrade the schema on every shard (and, with `citus = true`,
+    /// distribute the tables).
     Migrate,
+    /// Drop the time partitions that fell out of retention, and list them.
+    /// The running aggregator also does this every hour.
+    DropExpired,
     /// Load and check the configuration, then exit.
     CheckConfig,
     /// Manage API tokens.
@@ -79,6 +85,22 @@ async fn main() -> anyhow::Result<()> {
             for shard in connect_shards(&config)?.iter() {
                 let applied = shard.migrate().await?;
                 println!("{}: applied migrations {applied:?}", shard.name);
+                if config.citus {
+                    shard.distribute().await?;
+                    println!("{}: tables distributed (Citus)", shard.name);
+                }
+            }
+        }
+        Command::DropExpired => {
+            for shard in connect_shards(&config)?.iter() {
+                let dropped = shard
+                    .drop_expired(&config.retention, SystemTime::now())
+                    .await?;
+                println!(
+                    "{}: dropped {} partitions {dropped:?}",
+                    shard.name,
+                    dropped.len()
+                );
             }
         }
         Command::Token(TokenCommand::Create {
@@ -110,6 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let shards = connect_shards(&config)?;
     let metrics = Arc::new(Metrics::new());
     let consumer = consume::start(&config, shards.clone(), metrics.clone())?;
+    tokio::spawn(enforce_retention(shards.clone(), config.retention.clone()));
     let state = Arc::new(ApiState {
         shards,
         map: ShardMap::new(config.shards.iter().map(|s| s.name.clone())),
@@ -124,6 +147,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     info!("shutting down: flushing what is pending");
     consumer.stop().await
+}
+
+/// Drops expired partitions now and every hour.
+async fn enforce_retention(shards: Arc<Vec<Shard>>, retention: Retention) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        for shard in shards.iter() {
+            match shard.drop_expired(&retention, SystemTime::now()).await {
+                Ok(dropped) if !dropped.is_empty() => {
+                    info!(shard = shard.name, ?dropped, "dropped expired partitions")
+                }
+                Ok(_) => {}
+                Err(e) => warn!("dropping expired partitions failed, will retry: {e}"),
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

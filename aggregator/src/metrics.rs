@@ -4,6 +4,8 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -13,6 +15,11 @@ pub struct Metrics {
     pub batches_consumed: Counter,
     pub batches_deduplicated: Counter,
     pub batches_invalid: Counter,
+    /// Records later than the configured lateness: counted in `sluice_late`,
+    /// not merged.
+    pub records_late: Counter,
+    /// Messages behind the end of each partition, from librdkafka's statistics.
+    pub partition_lag: Family<Vec<(String, String)>, Gauge>,
     pub rows_upserted: Counter,
     pub flush_errors: Counter,
     pub restarts: Counter,
@@ -27,6 +34,8 @@ impl Metrics {
             batches_consumed: Counter::default(),
             batches_deduplicated: Counter::default(),
             batches_invalid: Counter::default(),
+            records_late: Counter::default(),
+            partition_lag: Family::default(),
             rows_upserted: Counter::default(),
             flush_errors: Counter::default(),
             restarts: Counter::default(),
@@ -55,6 +64,16 @@ impl Metrics {
             m.batches_invalid.clone(),
         );
         registry.register(
+            "records_late",
+            "Records that arrived after the configured lateness and were counted, not merged",
+            m.records_late.clone(),
+        );
+        registry.register(
+            "partition_lag",
+            "Messages between the consumer's position and the end of each assigned partition",
+            m.partition_lag.clone(),
+        );
+        registry.register(
             "rows_upserted",
             "Rollup rows written",
             m.rows_upserted.clone(),
@@ -78,6 +97,13 @@ impl Metrics {
             registry,
             ..metrics
         }
+    }
+
+    /// The lag gauge of one partition.
+    pub fn lag(&self, partition: i32) -> Gauge {
+        self.partition_lag
+            .get_or_create(&vec![("partition".to_owned(), partition.to_string())])
+            .clone()
     }
 
     /// The Prometheus text exposition of every metric.

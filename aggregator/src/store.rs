@@ -2,7 +2,8 @@
 //! transaction per shard per flush that makes writes exactly-once.
 //!
 //! A flush of shard S commits, atomically:
-//! 1. the rollup rows (counters added to what is there),
+//! 1. the rollup rows, merged into what is there at minute, hour and day
+//!    resolution (see [`crate::schema`]), and the counts of late records,
 //! 2. the Kafka positions those rows reach, compared-and-set against the
 //!    positions this process last read or wrote — if another consumer moved
 //!    them, the transaction rolls back with [`StoreError::Fenced`],
@@ -13,17 +14,31 @@
 //! batch. Connection failures are [`StoreError::Db`]: the caller keeps its
 //! pending data and retries.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 
+use crate::config::Retention;
 use crate::dedup::Window;
-use crate::rollup::{Minute, Pending};
+use crate::rollup::Pending;
+use crate::schema::{
+    minute_at, minute_start, parse_partition, partition_of, Family, Partition, Resolution, Rows,
+};
 
 /// Schema migrations, applied in order, each once, each in a transaction.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("sql/0001_foundation.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("sql/0001_foundation.sql")),
+    (
+        2,
+        concat!(
+            include_str!("sql/sketch_functions.sql"),
+            include_str!("sql/0002_rollups.sql")
+        ),
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -48,6 +63,9 @@ pub enum StoreError {
 pub struct Shard {
     pub name: String,
     pool: Pool,
+    /// Partitions known to exist, so a flush asks the catalog only about
+    /// new ones.
+    partitions: Mutex<BTreeSet<Partition>>,
 }
 
 pub type Client = deadpool_postgres::Object;
@@ -80,6 +98,7 @@ impl Shard {
         Ok(Shard {
             name: name.to_owned(),
             pool,
+            partitions: Mutex::default(),
         })
     }
 
@@ -135,6 +154,16 @@ impl Shard {
         Ok(applied)
     }
 
+    /// Distributes the tables over a Citus cluster (this shard being its
+    /// coordinator); see `sql/citus.sql`. Safe to repeat.
+    pub async fn distribute(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute(include_str!("sql/citus.sql"))
+            .await
+            .map_err(self.db())
+    }
+
     /// Stored positions of the given partitions.
     pub async fn positions(
         &self,
@@ -177,33 +206,48 @@ impl Shard {
     }
 
     /// Writes one flush; see the module doc. `known` holds the positions this
-    /// process believes are stored (absent: no row yet).
-    pub async fn flush(
-        &self,
-        topic: &str,
-        pending: &Pending,
-        known: &BTreeMap<i32, i64>,
-        windows: &[((String, u64), Window)],
-    ) -> Result<u64, StoreError> {
+    /// process believes are stored (absent: no row yet); `fresh` says, per
+    /// partition, up to when this process has applied everything Kafka had.
+    pub async fn flush(&self, flush: &Flush<'_>) -> Result<u64, StoreError> {
+        let pending = flush.pending;
+        let mut tables = Vec::new();
+        let mut zone_rows = Rows::new(Family::Zone);
+        for (zone, minutes) in &pending.zones {
+            for (minute, row) in &minutes.minutes {
+                zone_rows.push_zone(zone, *minute, row);
+            }
+        }
+        let mut security_rows = Rows::new(Family::Security);
+        for ((minute, threat), row) in &pending.security {
+            security_rows.push_security(*threat, *minute, row);
+        }
+        for rows in [&zone_rows, &security_rows] {
+            if !rows.is_empty() {
+                tables.push(rows);
+            }
+        }
+        self.ensure_partitions(&tables).await?;
+
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(self.db())?;
-
         for (&partition, &next) in &pending.positions {
-            let expected = known.get(&partition).copied();
+            let expected = flush.known.get(&partition).copied();
+            let fresh = flush.fresh.get(&partition).copied();
             let moved = match expected {
                 Some(old) => {
                     tx.execute(
-                        "UPDATE sluice_positions SET next_offset = $3, updated_at = now()
+                        "UPDATE sluice_positions SET next_offset = $3, updated_at = now(),
+                             complete_until = greatest(complete_until, $5)
                          WHERE topic = $1 AND partition = $2 AND next_offset = $4",
-                        &[&topic, &partition, &next, &old],
+                        &[&flush.topic, &partition, &next, &old, &fresh],
                     )
                     .await
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO sluice_positions (topic, partition, next_offset)
-                         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        &[&topic, &partition, &next],
+                        "INSERT INTO sluice_positions (topic, partition, next_offset, complete_until)
+                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[&flush.topic, &partition, &next, &fresh],
                     )
                     .await
                 }
@@ -219,29 +263,29 @@ impl Shard {
             }
         }
 
-        let mut zones = Vec::with_capacity(pending.rows.len());
-        let mut minutes = Vec::with_capacity(pending.rows.len());
-        let mut requests = Vec::with_capacity(pending.rows.len());
-        let mut bytes = Vec::with_capacity(pending.rows.len());
-        for ((zone, minute), counters) in &pending.rows {
-            zones.push(zone.as_str());
-            minutes.push(minute_start(*minute));
-            requests.push(counters.requests);
-            bytes.push(counters.bytes);
+        let mut upserted = 0;
+        for rows in &tables {
+            let params = rows.params();
+            for resolution in Resolution::ALL {
+                let sql = rows.family().upsert(resolution);
+                upserted += tx.execute(&sql, &params).await.map_err(self.db())?;
+            }
         }
-        let upserted = tx
-            .execute(
-                "INSERT INTO sluice_rollup_minute (zone, minute, requests, bytes)
-                 SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[], $4::bigint[])
-                 ON CONFLICT (zone, minute) DO UPDATE SET
-                     requests = sluice_rollup_minute.requests + EXCLUDED.requests,
-                     bytes = sluice_rollup_minute.bytes + EXCLUDED.bytes",
-                &[&zones, &minutes, &requests, &bytes],
+
+        if !pending.late.is_empty() {
+            let minutes: Vec<SystemTime> = pending.late.keys().map(|m| minute_start(*m)).collect();
+            let counts: Vec<i64> = pending.late.values().copied().collect();
+            tx.execute(
+                "INSERT INTO sluice_late AS t (bucket, records)
+                 SELECT * FROM unnest($1::timestamptz[], $2::bigint[])
+                 ON CONFLICT (bucket) DO UPDATE SET records = t.records + EXCLUDED.records",
+                &[&minutes, &counts],
             )
             .await
             .map_err(self.db())?;
+        }
 
-        for ((edge, epoch), window) in windows {
+        for ((edge, epoch), window) in flush.windows {
             tx.execute(
                 "INSERT INTO sluice_dedup (edge_id, epoch, high_seq, recent)
                  VALUES ($1, $2, $3, $4)
@@ -263,13 +307,128 @@ impl Shard {
         tx.commit().await.map_err(self.db())?;
         Ok(upserted)
     }
-}
 
-/// The instant a minute starts.
-pub fn minute_start(minute: Minute) -> SystemTime {
-    if minute >= 0 {
-        UNIX_EPOCH + Duration::from_secs(minute as u64 * 60)
-    } else {
-        UNIX_EPOCH - Duration::from_secs(minute.unsigned_abs() * 60)
+    /// Advances `complete_until` of partitions this process owns but had
+    /// nothing new for: they are complete up to when their end was seen.
+    /// Compared-and-set on the stored offset, like a flush.
+    pub async fn touch(
+        &self,
+        topic: &str,
+        fresh: &[(i32, i64, SystemTime)],
+    ) -> Result<(), StoreError> {
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let partitions: Vec<i32> = fresh.iter().map(|f| f.0).collect();
+        let offsets: Vec<i64> = fresh.iter().map(|f| f.1).collect();
+        let times: Vec<SystemTime> = fresh.iter().map(|f| f.2).collect();
+        client
+            .execute(
+                "UPDATE sluice_positions AS p SET complete_until = greatest(p.complete_until, f.at)
+                 FROM unnest($2::integer[], $3::bigint[], $4::timestamptz[]) AS f(partition, next_offset, at)
+                 WHERE p.topic = $1 AND p.partition = f.partition AND p.next_offset = f.next_offset",
+                &[&topic, &partitions, &offsets, &times],
+            )
+            .await
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Creates the partitions `tables`' rows need, at every resolution,
+    /// each once per process (the catalog is asked only for new ones).
+    async fn ensure_partitions(&self, tables: &[&Rows]) -> Result<(), StoreError> {
+        let mut needed = BTreeSet::new();
+        for rows in tables {
+            for minute in rows.minutes() {
+                for resolution in Resolution::ALL {
+                    needed.insert(partition_of(rows.family(), resolution, minute_at(minute)));
+                }
+            }
+        }
+        let missing: Vec<Partition> = {
+            let known = self.partitions.lock().expect("partition cache lock");
+            needed.into_iter().filter(|p| !known.contains(p)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.db())?;
+        // Serialises partition creation with other aggregators and with
+        // retention, which takes the same lock.
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+            .await
+            .map_err(self.db())?;
+        for partition in &missing {
+            tx.batch_execute(&partition.create_sql())
+                .await
+                .map_err(self.db())?;
+        }
+        tx.commit().await.map_err(self.db())?;
+        self.partitions
+            .lock()
+            .expect("partition cache lock")
+            .extend(missing);
+        Ok(())
+    }
+
+    /// Drops every partition whose whole period ended before `now` minus
+    /// the retention of its resolution, and says which.
+    pub async fn drop_expired(
+        &self,
+        retention: &Retention,
+        now: SystemTime,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.db())?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
+            .await
+            .map_err(self.db())?;
+        let mut dropped = Vec::new();
+        for family in Family::ALL {
+            for resolution in Resolution::ALL {
+                let table = family.table(resolution);
+                let keep_after = now - retention.of(resolution);
+                let children = tx
+                    .query(
+                        "SELECT c.relname::text FROM pg_inherits i
+                         JOIN pg_class c ON c.oid = i.inhrelid
+                         JOIN pg_class p ON p.oid = i.inhparent
+                         WHERE p.relname = $1",
+                        &[&table],
+                    )
+                    .await
+                    .map_err(self.db())?;
+                for row in children {
+                    let name: String = row.get(0);
+                    let Some(partition) = parse_partition(&table, &name) else {
+                        continue;
+                    };
+                    if partition.end() <= keep_after {
+                        tx.batch_execute(&format!("DROP TABLE {name}"))
+                            .await
+                            .map_err(self.db())?;
+                        dropped.push(name);
+                    }
+                }
+            }
+        }
+        tx.commit().await.map_err(self.db())?;
+        let mut known = self.partitions.lock().expect("partition cache lock");
+        known.retain(|p| !dropped.contains(&p.name));
+        Ok(dropped)
     }
 }
+
+/// What one flush of one shard writes.
+pub struct Flush<'a> {
+    pub topic: &'a str,
+    pub pending: &'a Pending,
+    pub known: &'a BTreeMap<i32, i64>,
+    pub fresh: &'a BTreeMap<i32, SystemTime>,
+    pub windows: &'a [((String, u64), Window)],
+}
+
+/// Advisory lock key serialising partition DDL on a shard.
+const PARTITION_LOCK: i64 = 7_275_636_522;

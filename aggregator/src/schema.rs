@@ -1,0 +1,703 @@
+//! The rollup tables as the code sees them: their columns, how a pending
+//! row becomes column values, the upsert that merges them, and the
+//! time partitions that hold them.
+//!
+//! Two families of tables, each at three resolutions:
+//!
+//! | family     | key                  | tables                                   |
+//! |------------|----------------------|------------------------------------------|
+//! | zone       | (zone, bucket)       | `sluice_rollup_{minute,hour,day}`        |
+//! | security   | (attack_type, bucket)| `sluice_security_{minute,hour,day}`      |
+//!
+//! `bucket` is the start of the minute, hour or day, in UTC. One flush
+//! sends each family's *minute* deltas once per resolution: the same
+//! parameter arrays, grouped by `date_trunc(resolution, bucket, 'UTC')`,
+//! merged into what is stored. So an hour row is always the merge of its
+//! minutes, written in the same transaction — there is no rollup job that
+//! could lag or run twice.
+//!
+//! How each kind of column merges, in Rust and in SQL alike:
+//!
+//! | [`Kind`]  | SQL type | merge                                             |
+//! |-----------|----------|---------------------------------------------------|
+//! | `Counter` | bigint   | addition                                          |
+//! | `Counts`  | jsonb    | key-wise addition (`sluice_add_counts`)           |
+//! | `Hll`     | hll      | union (`hll_union`)                               |
+//! | `Top`     | jsonb    | key-wise addition, then the [`TOP_K`] largest (`sluice_top`) |
+//!
+//! Tables are range-partitioned on `bucket`: minute tables by day, hour
+//! tables by month, day tables by year. Partitions are created before the
+//! flush that needs them and dropped whole when they fall out of retention
+//! ([`Resolution`], [`partition_of`]).
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_postgres::types::ToSql;
+
+use crate::classify::client::ClientClass;
+use crate::classify::threat::Threat;
+use crate::rollup::{
+    Counts, Minute, SecurityRow, Traffic, ZoneRow, METHODS, OTHER, TLS_PROTOCOLS, TOP_K,
+};
+
+/// How a column merges; see the module doc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Counts,
+    Hll,
+    Top,
+}
+
+impl Kind {
+    /// The SQL type of the column.
+    pub fn sql_type(self) -> &'static str {
+        match self {
+            Kind::Counter => "bigint",
+            Kind::Counts | Kind::Top => "jsonb",
+            Kind::Hll => "hll",
+        }
+    }
+
+    /// The array type its values are sent as.
+    fn param_type(self) -> &'static str {
+        match self {
+            Kind::Counter => "bigint[]",
+            Kind::Counts | Kind::Top => "text[]",
+            Kind::Hll => "bytea[]",
+        }
+    }
+
+    /// Merges the sent values of one group (`d.col`).
+    fn aggregate(self, col: &str) -> String {
+        match self {
+            Kind::Counter => format!("sum(d.{col})::bigint"),
+            Kind::Counts => format!("sluice_sum_counts(d.{col}::jsonb)"),
+            Kind::Hll => format!("hll_union_agg(d.{col}::hll)"),
+            Kind::Top => format!("sluice_top(sluice_sum_counts(d.{col}::jsonb), {TOP_K})"),
+        }
+    }
+
+    /// Merges a stored value with a new one.
+    fn merge(self, col: &str) -> String {
+        match self {
+            Kind::Counter => format!("{col} = t.{col} + EXCLUDED.{col}"),
+            Kind::Counts => format!("{col} = sluice_add_counts(t.{col}, EXCLUDED.{col})"),
+            Kind::Hll => format!("{col} = hll_union(t.{col}, EXCLUDED.{col})"),
+            Kind::Top => {
+                format!("{col} = sluice_top(sluice_add_counts(t.{col}, EXCLUDED.{col}), {TOP_K})")
+            }
+        }
+    }
+}
+
+/// A value column of a rollup table.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub kind: Kind,
+}
+
+const fn col(name: &'static str, kind: Kind) -> Column {
+    Column { name, kind }
+}
+
+/// The value columns of `sluice_rollup_*`, in the order [`ZoneRow`] writes them.
+pub const ZONE_COLUMNS: &[Column] = &[
+    col("requests", Kind::Counter),
+    col("requests_cached", Kind::Counter),
+    col("requests_encrypted", Kind::Counter),
+    col("bytes", Kind::Counter),
+    col("bytes_cached", Kind::Counter),
+    col("bytes_encrypted", Kind::Counter),
+    col("pageviews", Kind::Counter),
+    col("threats", Kind::Counter),
+    col("requests_status", Kind::Counts),
+    col("bytes_status", Kind::Counts),
+    col("requests_content_type", Kind::Counts),
+    col("bytes_content_type", Kind::Counts),
+    col("requests_country", Kind::Counts),
+    col("bytes_country", Kind::Counts),
+    col("requests_tls", Kind::Counts),
+    col("requests_method", Kind::Counts),
+    col("requests_client_class", Kind::Counts),
+    col("pageviews_search_engine", Kind::Counts),
+    col("threats_type", Kind::Counts),
+    col("threats_country", Kind::Counts),
+    col("latency", Kind::Counts),
+    col("uniques", Kind::Hll),
+    col("top_paths", Kind::Top),
+    col("top_referers", Kind::Top),
+    col("top_client_ips", Kind::Top),
+];
+
+/// The value columns of `sluice_security_*`, in the order [`SecurityRow`] writes them.
+pub const SECURITY_COLUMNS: &[Column] = &[
+    col("requests", Kind::Counter),
+    col("zones", Kind::Hll),
+    col("requests_country", Kind::Counts),
+    col("top_client_ips", Kind::Top),
+    col("top_paths", Kind::Top),
+];
+
+/// The two families of rollup tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    Zone,
+    Security,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Zone, Family::Security];
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Family::Zone => "sluice_rollup",
+            Family::Security => "sluice_security",
+        }
+    }
+
+    /// The key column besides `bucket`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Family::Zone => "zone",
+            Family::Security => "attack_type",
+        }
+    }
+
+    pub fn columns(self) -> &'static [Column] {
+        match self {
+            Family::Zone => ZONE_COLUMNS,
+            Family::Security => SECURITY_COLUMNS,
+        }
+    }
+
+    pub fn table(self, resolution: Resolution) -> String {
+        format!("{}_{}", self.prefix(), resolution.name())
+    }
+
+    /// The statement that merges this family's minute deltas into its
+    /// table at `resolution`. Parameters: `$1` keys (text[]), `$2` minute
+    /// starts (timestamptz[]), then one array per value column.
+    pub fn upsert(self, resolution: Resolution) -> String {
+        let columns = self.columns();
+        let key = self.key();
+        let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+        let mut sql = format!(
+            "INSERT INTO {table} AS t ({key}, bucket, {names})\nSELECT d.{key}, date_trunc('{unit}', d.bucket, 'UTC')",
+            table = self.table(resolution),
+            names = names.join(", "),
+            unit = resolution.name(),
+        );
+        for c in columns {
+            write!(sql, ", {}", c.kind.aggregate(c.name)).unwrap();
+        }
+        write!(sql, "\nFROM unnest($1::text[], $2::timestamptz[]").unwrap();
+        for (i, c) in columns.iter().enumerate() {
+            write!(sql, ", ${}::{}", i + 3, c.kind.param_type()).unwrap();
+        }
+        write!(
+            sql,
+            ") AS d({key}, bucket, {})\nGROUP BY 1, 2\nON CONFLICT ({key}, bucket) DO UPDATE SET ",
+            names.join(", ")
+        )
+        .unwrap();
+        let merges: Vec<String> = columns.iter().map(|c| c.kind.merge(c.name)).collect();
+        sql.push_str(&merges.join(", "));
+        sql
+    }
+}
+
+/// The column values of a set of rows of one family, ready to be sent.
+pub struct Rows {
+    family: Family,
+    keys: Vec<String>,
+    buckets: Vec<SystemTime>,
+    values: Vec<Values>,
+}
+
+enum Values {
+    Counter(Vec<i64>),
+    Json(Vec<String>),
+    Hll(Vec<Vec<u8>>),
+}
+
+impl Rows {
+    pub fn new(family: Family) -> Rows {
+        let values = family
+            .columns()
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Counter => Values::Counter(Vec::new()),
+                Kind::Counts | Kind::Top => Values::Json(Vec::new()),
+                Kind::Hll => Values::Hll(Vec::new()),
+            })
+            .collect();
+        Rows {
+            family,
+            keys: Vec::new(),
+            buckets: Vec::new(),
+            values,
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Minute starts of the rows.
+    pub fn minutes(&self) -> impl Iterator<Item = SystemTime> + '_ {
+        self.buckets.iter().copied()
+    }
+
+    /// Adds one row; `write` must push one value per column, in order.
+    fn push(&mut self, key: &str, minute: Minute, write: impl FnOnce(&mut RowWriter<'_>)) {
+        self.keys.push(key.to_owned());
+        self.buckets.push(minute_start(minute));
+        let mut writer = RowWriter {
+            values: &mut self.values,
+            next: 0,
+        };
+        write(&mut writer);
+        assert_eq!(
+            writer.next,
+            self.family.columns().len(),
+            "a row wrote fewer values than its table has columns"
+        );
+    }
+
+    pub fn push_zone(&mut self, zone: &str, minute: Minute, row: &ZoneRow) {
+        self.push(zone, minute, |w| row.write(w));
+    }
+
+    pub fn push_security(&mut self, threat: Threat, minute: Minute, row: &SecurityRow) {
+        self.push(threat.as_str(), minute, |w| row.write(w));
+    }
+
+    /// The statement parameters, in [`Family::upsert`]'s order.
+    pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.keys, &self.buckets];
+        for values in &self.values {
+            params.push(match values {
+                Values::Counter(v) => v,
+                Values::Json(v) => v,
+                Values::Hll(v) => v,
+            });
+        }
+        params
+    }
+}
+
+/// Appends one row's values, column by column; a value of the wrong kind
+/// for its column is a bug and panics.
+pub struct RowWriter<'a> {
+    values: &'a mut [Values],
+    next: usize,
+}
+
+impl RowWriter<'_> {
+    fn slot(&mut self) -> &mut Values {
+        let slot = &mut self.values[self.next];
+        self.next += 1;
+        slot
+    }
+
+    fn counter(&mut self, value: i64) {
+        match self.slot() {
+            Values::Counter(v) => v.push(value),
+            _ => panic!("column {} is not a counter", self.next - 1),
+        }
+    }
+
+    fn json(&mut self, value: String) {
+        match self.slot() {
+            Values::Json(v) => v.push(value),
+            _ => panic!("column {} is not JSON", self.next - 1),
+        }
+    }
+
+    fn hll(&mut self, value: Vec<u8>) {
+        match self.slot() {
+            Values::Hll(v) => v.push(value),
+            _ => panic!("column {} is not an hll", self.next - 1),
+        }
+    }
+}
+
+/// A JSON object of counts, zeros left out.
+fn counts_json<'k>(entries: impl IntoIterator<Item = (&'k str, i64)>) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = entries
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(k, n)| (k.to_owned(), n.into()))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// The requests and the bytes of a traffic map, as two JSON objects.
+fn traffic_json<K>(counts: &Counts<K, Traffic>, name: impl Fn(&K) -> String) -> (String, String) {
+    let named: Vec<(String, Traffic)> = counts
+        .iter()
+        .map(|(k, t)| (name(k), *t))
+        .chain(std::iter::once((OTHER.to_owned(), *counts.other())))
+        .collect();
+    (
+        counts_json(named.iter().map(|(k, t)| (k.as_str(), t.requests))),
+        counts_json(named.iter().map(|(k, t)| (k.as_str(), t.bytes))),
+    )
+}
+
+fn plain_json<K>(counts: &Counts<K, i64>, name: impl Fn(&K) -> &str) -> String {
+    counts_json(
+        counts
+            .iter()
+            .map(|(k, n)| (name(k), *n))
+            .chain(std::iter::once((OTHER, *counts.other()))),
+    )
+}
+
+impl ZoneRow {
+    fn write(&self, w: &mut RowWriter<'_>) {
+        for counter in [
+            self.requests,
+            self.requests_cached,
+            self.requests_encrypted,
+            self.bytes,
+            self.bytes_cached,
+            self.bytes_encrypted,
+            self.pageviews,
+            self.threats,
+        ] {
+            w.counter(counter);
+        }
+        for (requests, bytes) in [
+            traffic_json(&self.status, |s| s.to_string()),
+            traffic_json(&self.content_type, |t| t.clone()),
+            traffic_json(&self.country, |c| c.as_str().to_owned()),
+        ] {
+            w.json(requests);
+            w.json(bytes);
+        }
+        w.json(counts_json(
+            TLS_PROTOCOLS
+                .iter()
+                .map(|(p, name)| (*name, self.tls[*p as usize])),
+        ));
+        w.json(counts_json(
+            METHODS
+                .iter()
+                .map(|(m, name)| (*name, self.method[*m as usize])),
+        ));
+        w.json(counts_json(
+            ClientClass::ALL
+                .iter()
+                .map(|c| (c.as_str(), self.client_class[*c as usize])),
+        ));
+        w.json(plain_json(&self.search_engine, |e| e));
+        w.json(counts_json(
+            Threat::ALL
+                .iter()
+                .map(|t| (t.as_str(), self.threat_type[*t as usize])),
+        ));
+        w.json(plain_json(&self.threat_country, |c| c.as_str()));
+        w.json(self.latency.to_json().to_string());
+        w.hll(self.uniques.to_bytes());
+        w.json(self.top_paths.to_json().to_string());
+        w.json(self.top_referers.to_json().to_string());
+        w.json(self.top_client_ips.to_json().to_string());
+    }
+}
+
+impl SecurityRow {
+    fn write(&self, w: &mut RowWriter<'_>) {
+        w.counter(self.requests);
+        w.hll(self.zones.to_bytes());
+        w.json(plain_json(&self.country, |c| c.as_str()));
+        w.json(self.top_client_ips.to_json().to_string());
+        w.json(self.top_paths.to_json().to_string());
+    }
+}
+
+/// The three time resolutions, and how each is partitioned and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resolution {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Resolution {
+    pub const ALL: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Resolution::Minute => "minute",
+            Resolution::Hour => "hour",
+            Resolution::Day => "day",
+        }
+    }
+}
+
+/// A time partition of one table: the civil period `[start, end)` in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Partition {
+    pub table: String,
+    /// Days since the epoch of the first day in the partition.
+    pub start_day: i64,
+    /// Days since the epoch of the first day after it.
+    pub end_day: i64,
+    /// `table_pYYYYMMDD`, `table_pYYYYMM` or `table_pYYYY`.
+    pub name: String,
+}
+
+impl Partition {
+    pub fn start(&self) -> SystemTime {
+        day_start(self.start_day)
+    }
+
+    pub fn end(&self) -> SystemTime {
+        day_start(self.end_day)
+    }
+
+    pub fn create_sql(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ('{from}') TO ('{to}')",
+            name = self.name,
+            table = self.table,
+            from = humantime::format_rfc3339(self.start()),
+            to = humantime::format_rfc3339(self.end()),
+        )
+    }
+}
+
+/// The partition of `family`'s table at `resolution` that holds `minute`:
+/// minute tables are split by day, hour tables by month, day tables by year.
+pub fn partition_of(family: Family, resolution: Resolution, minute: Minute) -> Partition {
+    let day = minute.div_euclid(24 * 60);
+    let (y, m, d) = civil_from_days(day);
+    let table = family.table(resolution);
+    let (start_day, end_day, suffix) = match resolution {
+        Resolution::Minute => (day, day + 1, format!("{y:04}{m:02}{d:02}")),
+        Resolution::Hour => {
+            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+            (
+                days_from_civil(y, m, 1),
+                days_from_civil(ny, nm, 1),
+                format!("{y:04}{m:02}"),
+            )
+        }
+        Resolution::Day => (
+            days_from_civil(y, 1, 1),
+            days_from_civil(y + 1, 1, 1),
+            format!("{y:04}"),
+        ),
+    };
+    Partition {
+        name: format!("{table}_p{suffix}"),
+        table,
+        start_day,
+        end_day,
+    }
+}
+
+/// Reads back a partition from its name (as listed by the catalog);
+/// `None` for a name this scheme did not make.
+pub fn parse_partition(table: &str, name: &str) -> Option<Partition> {
+    let suffix = name.strip_prefix(table)?.strip_prefix("_p")?;
+    if !suffix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let num = |range: std::ops::Range<usize>| suffix.get(range)?.parse::<i64>().ok();
+    let (y, m, d) = match suffix.len() {
+        8 => (num(0..4)?, num(4..6)?, num(6..8)?),
+        6 => (num(0..4)?, num(4..6)?, 1),
+        4 => (num(0..4)?, 1, 1),
+        _ => return None,
+    };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let minute = days_from_civil(y, m as u32, d as u32) * 24 * 60;
+    let resolution = match suffix.len() {
+        8 => Resolution::Minute,
+        6 => Resolution::Hour,
+        _ => Resolution::Day,
+    };
+    let family = Family::ALL.into_iter().find(|f| {
+        Resolution::ALL
+            .iter()
+            .any(|r| f.table(*r) == table && *r == resolution)
+    })?;
+    let partition = partition_of(family, resolution, minute);
+    (partition.name == name).then_some(partition)
+}
+
+/// The instant a minute starts.
+pub fn minute_start(minute: Minute) -> SystemTime {
+    offset_from_epoch(minute * 60)
+}
+
+fn day_start(day: i64) -> SystemTime {
+    offset_from_epoch(day * 86_400)
+}
+
+fn offset_from_epoch(seconds: i64) -> SystemTime {
+    if seconds >= 0 {
+        UNIX_EPOCH + Duration::from_secs(seconds as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(seconds.unsigned_abs())
+    }
+}
+
+/// The minute an instant falls in.
+pub fn minute_at(time: SystemTime) -> Minute {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => (after.as_secs() / 60) as i64,
+        Err(before) => -(before.duration().as_secs().div_ceil(60) as i64),
+    }
+}
+
+/// (year, month, day) of a day number (days since 1970-01-01), proleptic
+/// Gregorian — Howard Hinnant's `civil_from_days`.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The day number of a civil date — Hinnant's `days_from_civil`.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * if m > 2 { m - 3 } else { m + 9 } + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_round_trips_and_knows_leap_years() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(
+            days_from_civil(2000, 3, 1) - days_from_civil(2000, 2, 28),
+            2
+        );
+        assert_eq!(
+            days_from_civil(1900, 3, 1) - days_from_civil(1900, 2, 28),
+            1
+        );
+        for day in -800_000..800_000 {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day, "{y}-{m}-{d}");
+        }
+    }
+
+    #[test]
+    fn partitions_cover_their_period() {
+        // 2026-11-22 13:45 UTC
+        let minute = days_from_civil(2026, 11, 22) * 1440 + 13 * 60 + 45;
+        let p = partition_of(Family::Zone, Resolution::Minute, minute);
+        assert_eq!(p.name, "sluice_rollup_minute_p20261122");
+        assert_eq!(
+            humantime::format_rfc3339(p.start()).to_string(),
+            "2026-11-22T00:00:00Z"
+        );
+        assert_eq!(
+            humantime::format_rfc3339(p.end()).to_string(),
+            "2026-11-23T00:00:00Z"
+        );
+        let p = partition_of(
+            Family::Security,
+            Resolution::Hour,
+            days_from_civil(2026, 12, 31) * 1440,
+        );
+        assert_eq!(p.name, "sluice_security_hour_p202612");
+        assert_eq!(
+            humantime::format_rfc3339(p.end()).to_string(),
+            "2027-01-01T00:00:00Z"
+        );
+        let p = partition_of(Family::Zone, Resolution::Day, minute);
+        assert_eq!(p.name, "sluice_rollup_day_p2026");
+        assert_eq!(p.end_day - p.start_day, 365);
+        assert!(p
+            .create_sql()
+            .contains("FROM ('2026-01-01T00:00:00Z') TO ('2027-01-01T00:00:00Z')"));
+    }
+
+    #[test]
+    fn partition_names_parse_back() {
+        for family in Family::ALL {
+            for resolution in Resolution::ALL {
+                let p = partition_of(family, resolution, 29_000_000);
+                assert_eq!(parse_partition(&p.table, &p.name), Some(p.clone()));
+            }
+        }
+        assert_eq!(
+            parse_partition("sluice_rollup_minute", "sluice_rollup_minute_p2026"),
+            None
+        );
+        assert_eq!(
+            parse_partition("sluice_rollup_minute", "sluice_rollup_minute_p20261340"),
+            None
+        );
+        assert_eq!(
+            parse_partition("sluice_rollup_minute", "sluice_rollup_minute_default"),
+            None
+        );
+    }
+
+    #[test]
+    fn minutes_of_instants() {
+        assert_eq!(minute_at(minute_start(29_000_000)), 29_000_000);
+        assert_eq!(minute_at(minute_start(-5)), -5);
+        assert_eq!(minute_at(UNIX_EPOCH - Duration::from_secs(1)), -1);
+    }
+
+    #[test]
+    fn upserts_name_every_column_once_with_its_merge() {
+        let sql = Family::Zone.upsert(Resolution::Hour);
+        assert!(sql.starts_with("INSERT INTO sluice_rollup_hour AS t (zone, bucket, requests,"));
+        assert!(sql.contains("date_trunc('hour', d.bucket, 'UTC')"));
+        assert!(sql.contains(&format!("${}::text[]", ZONE_COLUMNS.len() + 2)));
+        assert!(sql.contains("uniques = hll_union(t.uniques, EXCLUDED.uniques)"));
+        assert!(sql.contains("requests = t.requests + EXCLUDED.requests"));
+        assert!(sql.contains(&format!(
+            "sluice_top(sluice_sum_counts(d.top_paths::jsonb), {TOP_K})"
+        )));
+        let sql = Family::Security.upsert(Resolution::Minute);
+        assert!(sql.contains("ON CONFLICT (attack_type, bucket)"));
+    }
+
+    #[test]
+    fn rows_hold_one_value_per_column() {
+        let mut rows = Rows::new(Family::Zone);
+        rows.push_zone("a.example", 7, &ZoneRow::default());
+        rows.push_zone("b.example", 7, &ZoneRow::default());
+        let params = rows.params();
+        assert_eq!(params.len(), ZONE_COLUMNS.len() + 2);
+        let mut rows = Rows::new(Family::Security);
+        rows.push_security(Threat::Xss, 7, &SecurityRow::default());
+        assert_eq!(rows.params().len(), SECURITY_COLUMNS.len() + 2);
+    }
+}
