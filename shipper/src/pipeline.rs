@@ -282,6 +282,7 @@ impl Pipeline {
             }
         }
         let (tailer, _, mut sink) = self.inputs();
+        tailer.report_lines();
         for skipped in tailer.take_skipped() {
             let detail = format_args!("the line has {} bytes", skipped.len);
             sink.give_up(

@@ -191,7 +191,7 @@ struct Tailed {
     consumed: u64,
     /// File offset of the end of `buf`.
     read_pos: u64,
-    buf: Vec<u8>,
+    buf: ReadBuf,
     start: usize,
     /// `buf[start..scanned]` holds no newline.
     scanned: usize,
@@ -207,6 +207,49 @@ struct Tailed {
     last_data: Instant,
     /// `consumed` changed since the last `take_progress`.
     dirty: bool,
+}
+
+/// A file's read buffer: [`bytes`](ReadBuf::bytes) are the bytes read and
+/// not dropped yet. The memory after them stays allocated and initialised,
+/// so a read does not zero its [`READ_CHUNK`] first.
+#[derive(Debug, Default)]
+struct ReadBuf {
+    mem: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuf {
+    fn bytes(&self) -> &[u8] {
+        &self.mem[..self.len]
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Drops the first `n` bytes.
+    fn drop_front(&mut self, n: usize) {
+        self.mem.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Room for `n` more bytes to read into; [`commit`](ReadBuf::commit)
+    /// then keeps those that were.
+    fn spare(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if self.mem.len() < end {
+            self.mem.resize(end, 0);
+        }
+        &mut self.mem[self.len..end]
+    }
+
+    fn commit(&mut self, n: usize) {
+        self.len += n;
+    }
 }
 
 enum Step {
@@ -231,7 +274,7 @@ impl Tailed {
             file,
             consumed: 0,
             read_pos: 0,
-            buf: Vec::new(),
+            buf: ReadBuf::default(),
             start: 0,
             scanned: 0,
             skipping: None,
@@ -281,7 +324,7 @@ impl Tailed {
         }
         let (reason, excerpt) = match self.skipping.take() {
             Some(excerpt) => (Malformed::TooLong, excerpt),
-            None => (reason, self.buf[self.start..].to_vec()),
+            None => (reason, self.buf.bytes()[self.start..].to_vec()),
         };
         report(
             skipped,
@@ -298,7 +341,7 @@ impl Tailed {
     /// The next complete line in this file, reading more if needed.
     fn step(&mut self, metrics: &Metrics, skipped: &mut Vec<SkippedLine>) -> io::Result<Step> {
         loop {
-            if let Some(pos) = memchr::memchr(b'\n', &self.buf[self.scanned..]) {
+            if let Some(pos) = memchr::memchr(b'\n', &self.buf.bytes()[self.scanned..]) {
                 let newline = self.scanned + pos;
                 let (start, offset) = (self.start, self.consumed);
                 // From the end of `buf`: a skipped line's bytes are no longer in it.
@@ -308,7 +351,7 @@ impl Tailed {
                 self.dirty = true;
                 if self.skipping.is_none() && newline - start > MAX_LINE {
                     // Long, but read in one go: its newline came with it.
-                    let excerpt = &self.buf[start..start + EXCERPT];
+                    let excerpt = &self.buf.bytes()[start..start + EXCERPT];
                     self.skipping = Some(excerpt.to_vec());
                 }
                 if let Some(excerpt) = self.skipping.take() {
@@ -337,7 +380,7 @@ impl Tailed {
                     offset = self.consumed,
                     "line longer than {MAX_LINE} bytes; skipping it"
                 );
-                let excerpt = &self.buf[self.start..];
+                let excerpt = &self.buf.bytes()[self.start..];
                 self.skipping = Some(excerpt[..excerpt.len().min(EXCERPT)].to_vec());
             }
             if self.skipping.is_some() {
@@ -350,22 +393,17 @@ impl Tailed {
                 return Ok(Step::Idle);
             }
             if self.start > 0 {
-                self.buf.drain(..self.start);
+                self.buf.drop_front(self.start);
                 self.scanned -= self.start;
                 self.start = 0;
             }
-            let old = self.buf.len();
-            self.buf.resize(old + READ_CHUNK, 0);
-            let read = self.file.read(&mut self.buf[old..]);
-            let n = match read {
+            let n = match self.file.read(self.buf.spare(READ_CHUNK)) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.buf.truncate(old);
                     self.ready = false;
                     return Err(e);
                 }
             };
-            self.buf.truncate(old + n);
             if n == 0 {
                 self.ready = false;
                 return Ok(Step::Idle);
@@ -374,10 +412,10 @@ impl Tailed {
             // gives the new lines' bytes at the old offset: the head tells.
             // Then this read is dropped and `poll` starts the file over.
             if !self.fingerprint.matches(&self.file).unwrap_or(true) {
-                self.buf.truncate(old);
                 self.ready = false;
                 return Ok(Step::Idle);
             }
+            self.buf.commit(n);
             self.read_pos += n as u64;
             self.last_data = Instant::now();
             metrics.bytes_read.inc_by(n as u64);
@@ -437,6 +475,8 @@ pub struct Tailer {
     turn: u32,
     closed: Vec<u64>,
     skipped: Vec<SkippedLine>,
+    /// Lines handed out and not yet added to `lines_read`.
+    lines_unreported: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -458,6 +498,7 @@ impl Tailer {
             turn: 0,
             closed: Vec::new(),
             skipped: Vec::new(),
+            lines_unreported: 0,
             metrics,
         }
     }
@@ -784,7 +825,9 @@ impl Tailer {
     }
 
     /// The next complete line from any file, or `None` when every file is
-    /// at its end (then call [`poll`](Self::poll) after a pause).
+    /// at its end (then call [`poll`](Self::poll) after a pause). Lines are
+    /// counted in `lines_read` when it returns `None` and at
+    /// [`report_lines`](Self::report_lines).
     pub fn next_line(&mut self) -> Option<Line<'_>> {
         let mut idle = 0;
         while idle < self.files.len() {
@@ -797,10 +840,10 @@ impl Tailer {
                         self.turn = 0;
                         self.cursor = (i + 1) % self.files.len();
                     }
-                    self.metrics.lines_read.inc();
+                    self.lines_unreported += 1;
                     let f = &self.files[i];
                     return Some(Line {
-                        bytes: &f.buf[start..end],
+                        bytes: &f.buf.bytes()[start..end],
                         path: &f.path,
                         offset,
                     });
@@ -812,7 +855,18 @@ impl Tailer {
             self.turn = 0;
             self.cursor = (i + 1) % self.files.len();
         }
+        self.report_lines();
         None
+    }
+
+    /// Adds the lines handed out since the last report to `lines_read`:
+    /// one atomic add for many lines (the pipeline reports after each turn
+    /// of reading) rather than one a line.
+    pub fn report_lines(&mut self) {
+        if self.lines_unreported > 0 {
+            let lines = std::mem::take(&mut self.lines_unreported);
+            self.metrics.lines_read.inc_by(lines);
+        }
     }
 
     /// Appends the offsets that moved since the last call, and the inodes of
@@ -946,6 +1000,36 @@ mod tests {
         fx.append("a.log", "ial\r\nnext\n");
         assert_eq!(fx.texts(), ["partial\r", "next"]);
         assert_eq!(fx.progress().0[0].offset, 23);
+    }
+
+    /// Many reads through the one buffer, lines cut at every chunk boundary,
+    /// a short file after a long one: nothing stale from earlier reads.
+    #[test]
+    fn lines_across_many_reads_come_out_whole() {
+        let mut fx = fixture(StartAt::Beginning, &[]);
+        let want: Vec<String> = (0..5_000)
+            .map(|i| format!("{i}:{}", "x".repeat(i * 7 % 301)))
+            .collect();
+        fx.append("a.log", &(want.join("\n") + "\n"));
+        assert!(want.join("\n").len() > 4 * READ_CHUNK);
+        assert_eq!(fx.texts(), want);
+        std::fs::File::create(fx.path("a.log")).unwrap();
+        fx.append("a.log", "short\n");
+        assert_eq!(fx.texts(), ["short"]);
+    }
+
+    #[test]
+    fn lines_read_is_counted_when_reading_runs_dry_or_is_reported() {
+        let mut fx = fixture(StartAt::Beginning, &[]);
+        fx.append("a.log", "one\ntwo\nthree\n");
+        fx.tailer.poll();
+        assert!(fx.tailer.next_line().is_some());
+        assert!(fx.tailer.next_line().is_some());
+        fx.tailer.report_lines();
+        assert_eq!(fx.metrics.lines_read.get(), 2);
+        assert!(fx.tailer.next_line().is_some());
+        assert!(fx.tailer.next_line().is_none());
+        assert_eq!(fx.metrics.lines_read.get(), 3);
     }
 
     #[test]
