@@ -956,8 +956,14 @@ impl LogFormat {
     /// such a line, without the search's bookkeeping. Most lines are such
     /// lines. `None` for any other line, and for a line with escape
     /// sequences or a value [`apply`] refuses: the search then starts over
-    /// and finds out what is wrong. Leaves the zone to the caller.
-    fn one_pass<'a>(&'a self, line: &'a str, time_cache: &mut TimeCache) -> Option<Record<'a>> {
+    /// and finds out what is wrong. Fills in `record`, which must be
+    /// [`Record::default`], and leaves its zone to the caller.
+    fn one_pass<'a>(
+        &'a self,
+        line: &'a str,
+        record: &mut Record<'a>,
+        time_cache: &mut TimeCache,
+    ) -> Option<()> {
         // The search's budget allows a candidate per field on any sane format.
         if self.fields.len() > MATCH_BUDGET as usize || !line.starts_with(&*self.prefix) {
             return None;
@@ -965,7 +971,6 @@ impl LogFormat {
         if self.escape != Escape::None && find_byte(b'\\', line.as_bytes()).is_some() {
             return None;
         }
-        let mut record = Record::default();
         let mut pos = self.prefix.len();
         let last = self.fields.len() - 1;
         for (index, field) in self.fields.iter().enumerate() {
@@ -974,7 +979,7 @@ impl LogFormat {
             } else if index == last {
                 // The last literal is anchored at the end of the line.
                 line.len().checked_sub(field.after.len())?
-            } else if let Some(next) = parse_typed(field, line, pos, &mut record, time_cache) {
+            } else if let Some(next) = parse_typed(field, line, pos, record, time_cache) {
                 pos = next;
                 continue;
             } else {
@@ -988,10 +993,10 @@ impl LogFormat {
                 }
             }
             let value = if value == "-" { "" } else { value };
-            apply(&mut record, field, value, time_cache).ok()?;
+            apply(record, field, value, time_cache).ok()?;
             pos = end + field.after.len();
         }
-        Some(record)
+        Some(())
     }
 
     /// Where the value of `field` that starts at `pos` ends if the first
@@ -1224,6 +1229,20 @@ impl LineParser {
 
     /// Parses raw line bytes (without the newline; a trailing `\r` is ignored).
     pub fn parse_bytes<'a>(&'a mut self, line: &'a [u8]) -> Result<Record<'a>, ParseError> {
+        let mut record = Record::default();
+        self.parse_bytes_into(line, &mut record)?;
+        Ok(record)
+    }
+
+    /// [`parse_bytes`](Self::parse_bytes) into `record`, which must be
+    /// [`Record::default`]; after an error it holds what the line got to. A
+    /// record is about 300 bytes, and handing one back by value through the
+    /// parser's layers copied it three times a line.
+    pub fn parse_bytes_into<'a>(
+        &'a mut self,
+        line: &'a [u8],
+        record: &mut Record<'a>,
+    ) -> Result<(), ParseError> {
         let LineParser {
             format,
             zones,
@@ -1242,7 +1261,7 @@ impl LineParser {
             }
             Err(_) => return Err(ParseError::NotUtf8),
         };
-        parse_line(format, zones, scratch, text)
+        parse_line_into(format, zones, scratch, text, record)
     }
 
     /// Parses one line (without the newline; a trailing `\r` is ignored).
@@ -1257,12 +1276,29 @@ fn parse_line<'a>(
     scratch: &'a mut Scratch,
     line: &'a str,
 ) -> Result<Record<'a>, ParseError> {
+    let mut record = Record::default();
+    parse_line_into(format, zones, scratch, line, &mut record)?;
+    Ok(record)
+}
+
+/// [`parse_line`] into `record`, which must be [`Record::default`].
+fn parse_line_into<'a>(
+    format: &'a LogFormat,
+    zones: &'a BTreeMap<String, String>,
+    scratch: &'a mut Scratch,
+    line: &'a str,
+    record: &mut Record<'a>,
+) -> Result<(), ParseError> {
     let line = line.strip_suffix('\r').unwrap_or(line);
-    if let Some(mut record) = format.one_pass(line, &mut scratch.time_cache) {
+    if format
+        .one_pass(line, record, &mut scratch.time_cache)
+        .is_some()
+    {
         record.zone = zone_of(record.host, zones, &mut scratch.zone_buf);
-        return Ok(record);
+        return Ok(());
     }
-    search_line(format, zones, scratch, line)
+    *record = search_line(format, zones, scratch, line)?;
+    Ok(())
 }
 
 /// [`parse_line`] by the search alone, for the lines the one pass of

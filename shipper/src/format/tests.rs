@@ -72,6 +72,28 @@ fn dev_format_line() {
     assert!(r.extras.is_empty());
 }
 
+/// The pipeline's way in: a record filled in place. On a line the one pass
+/// gives up on after filling part of the record (the user, an extra, before
+/// `[b` fails as a time), the search's record replaces it whole.
+#[test]
+fn parse_bytes_into_fills_the_record_the_search_would() {
+    let mut p = parser(DEV);
+    let line = r#"1.2.3.4 - a [b [22/Nov/2026:10:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "ua" h 0.001 MISS 10 http"#;
+    let mut record = Record::default();
+    p.parse_bytes_into(line.as_bytes(), &mut record).unwrap();
+    assert_eq!(record.extras, [("remote_user", "a [b")]);
+    assert_eq!((record.status, record.zone), (200, "h"));
+    let mut fresh = parser(DEV);
+    assert_eq!(record, fresh.parse_bytes(line.as_bytes()).unwrap());
+
+    let mut record = Record::default();
+    let bad = line.replace(" 200 ", " 2x0 ");
+    assert_eq!(
+        p.parse_bytes_into(bad.as_bytes(), &mut record),
+        parser(DEV).parse_bytes(bad.as_bytes()).map(drop)
+    );
+}
+
 #[test]
 fn quoted_user_agent_with_quotes_and_spaces() {
     let mut p = parser(DEV);
