@@ -41,8 +41,8 @@ use schemas::batch::{self, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
-use crate::classify::client::{client_class, ClientClass};
-use crate::classify::threat::{classify, Threat, Threats};
+use crate::classify::client::ClientCache;
+use crate::classify::threat::{classify_with_client, Threat, Threats};
 use crate::config::{Config, RollupConfig};
 use crate::dedup::{Seen, Windows};
 use crate::metrics::Metrics;
@@ -100,7 +100,21 @@ struct Context {
     metrics: Arc<Metrics>,
 }
 
+/// Slots of the user-agent cache.
+const CLIENT_CACHE_SLOTS: usize = 8192;
+
 impl ClientContext for Context {
+    /// librdkafka reports the end of a partition (which we asked for, see
+    /// `enable.partition.eof`) through the error callback too; it is news,
+    /// not an error. Everything else is logged as rdkafka's default does.
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            debug!("librdkafka: {error}: {reason}");
+        } else {
+            error!("librdkafka: {error}: {reason}");
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         for topic in statistics.topics.values() {
             for (id, partition) in &topic.partitions {
@@ -246,7 +260,7 @@ pub fn start(
         commands: command_tx,
         metrics,
         rules: Rules::from(&config.rollup),
-        classes: ClassCache::default(),
+        classes: ClientCache::new(CLIENT_CACHE_SLOTS),
         scratch: Scratch::default(),
         flood_counts: Default::default(),
     };
@@ -455,7 +469,8 @@ struct Core {
     commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     rules: Rules,
-    classes: ClassCache,
+    /// User agent → client class: a few thousand agents make most traffic.
+    classes: ClientCache,
     scratch: Scratch,
     /// Requests per (zone, client IP) in the batch being applied.
     flood_counts: foldhash::HashMap<(u64, IpAddr), u32>,
@@ -502,30 +517,6 @@ impl Rules {
             return false;
         };
         minute_start(minute + 1) + self.lateness < timestamp
-    }
-}
-
-/// User agent → client class, remembered: a few thousand distinct agents
-/// make most traffic, and classifying one costs far more than a lookup.
-/// Cleared when full, so hostile agents cannot grow it.
-#[derive(Default)]
-struct ClassCache {
-    classes: foldhash::HashMap<Box<str>, ClientClass>,
-}
-
-impl ClassCache {
-    const CAPACITY: usize = 8192;
-
-    fn get(&mut self, user_agent: &str) -> ClientClass {
-        if let Some(class) = self.classes.get(user_agent) {
-            return *class;
-        }
-        if self.classes.len() >= Self::CAPACITY {
-            self.classes.clear();
-        }
-        let class = client_class(user_agent);
-        self.classes.insert(user_agent.into(), class);
-        class
     }
 }
 
@@ -653,13 +644,16 @@ impl Core {
         // Every record once; floods are known only at the end of the batch.
         flood_counts.clear();
         let mut late = 0u64;
-        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClassCache| {
+        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClientCache| {
             let shard = map.shard_of(record.zone);
             let minute = minute_of(record.timestamp_ns);
-            let facts = wanted[shard].then(|| Facts {
-                minute,
-                class: classes.get(record.user_agent),
-                threats: classify(record),
+            let facts = wanted[shard].then(|| {
+                let class = classes.client_class(record.user_agent);
+                Facts {
+                    minute,
+                    class,
+                    threats: classify_with_client(record, class),
+                }
             });
             (shard, minute, facts)
         };

@@ -10,7 +10,6 @@
 //! the shared database (and a shard that already has the functions is
 //! tested against this file's version, not the installed one).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use aggregator::sketch::hll::{self, Hll};
@@ -22,48 +21,12 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio_postgres::{Client, NoTls, Transaction};
 
-/// The dev stack's `deploy/.dev/env`, as a map.
-fn dev_env() -> HashMap<String, String> {
-    let path = std::env::var("SLUICE_DEV_ENV")
-        .expect("SLUICE_DEV_ENV must name deploy/.dev/env (run ./deploy/dev test)");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .map(|(k, v)| {
-            (
-                k.trim().to_owned(),
-                v.trim().trim_matches('"').trim_matches('\'').to_owned(),
-            )
-        })
-        .collect()
-}
-
-/// `PG_SHARDS` holds the shards' DSNs separated by spaces, and a key=value
-/// DSN has spaces of its own: a URL is one DSN, and a key seen twice starts
-/// the next key=value DSN.
-fn shard_dsns(list: &str) -> Vec<String> {
-    let mut dsns: Vec<Vec<&str>> = Vec::new();
-    for token in list.split_whitespace() {
-        let key = token.split_once('=').map(|(k, _)| k);
-        let starts_new = token.contains("://")
-            || dsns.last().is_none_or(|current| {
-                current
-                    .iter()
-                    .any(|t| t.contains("://") || t.split_once('=').map(|(k, _)| k) == key)
-            });
-        if starts_new {
-            dsns.push(vec![token]);
-        } else if let Some(current) = dsns.last_mut() {
-            current.push(token);
-        }
-    }
-    dsns.into_iter().map(|d| d.join(" ")).collect()
-}
+mod harness;
+use harness::DevStack;
 
 async fn connect() -> Client {
-    let env = dev_env();
-    let dsns = shard_dsns(&env["PG_SHARDS"]);
-    let dsn = dsns.first().expect("PG_SHARDS names no shard");
+    let stack = DevStack::from_env();
+    let dsn = stack.shard_dsns.first().expect("PG_SHARDS names no shard");
     let (client, connection) = tokio_postgres::connect(dsn, NoTls)
         .await
         .unwrap_or_else(|e| panic!("connecting to {dsn}: {e}"));
@@ -417,17 +380,17 @@ async fn topn_merge_is_sluice_top_of_the_sum() {
 }
 
 #[test]
-fn shard_dsns_split() {
+fn pg_shards_split_into_dsns() {
     assert_eq!(
-        shard_dsns("host=a port=1 user=u dbname=d host=b port=2 user=u dbname=d"),
+        harness::split_dsns("host=a port=1 user=u dbname=d host=b port=2 user=u dbname=d"),
         [
             "host=a port=1 user=u dbname=d",
             "host=b port=2 user=u dbname=d"
         ]
     );
     assert_eq!(
-        shard_dsns("postgres://a/d postgres://b/d"),
+        harness::split_dsns("postgres://a/d postgres://b/d"),
         ["postgres://a/d", "postgres://b/d"]
     );
-    assert_eq!(shard_dsns("host=a"), ["host=a"]);
+    assert_eq!(harness::split_dsns("host=a"), ["host=a"]);
 }

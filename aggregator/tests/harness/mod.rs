@@ -120,15 +120,17 @@ fn parse_env(text: &str) -> HashMap<String, String> {
 }
 
 /// `PG_SHARDS` holds the shards' DSNs one after another, space-separated
-/// like their own `key=value` pairs: a key seen again starts the next DSN.
-fn split_dsns(text: &str) -> Vec<String> {
+/// like their own `key=value` pairs: a URL is one DSN, and a key seen again
+/// starts the next `key=value` DSN.
+pub fn split_dsns(text: &str) -> Vec<String> {
     let mut dsns: Vec<Vec<&str>> = Vec::new();
     for pair in text.split_whitespace() {
         let key = pair.split_once('=').map_or(pair, |(k, _)| k);
-        let starts_new = dsns.last().is_none_or(|dsn| {
-            dsn.iter()
-                .any(|p| p.split_once('=').map_or(*p, |(k, _)| k) == key)
-        });
+        let starts_new = pair.contains("://")
+            || dsns.last().is_none_or(|dsn| {
+                dsn.iter()
+                    .any(|p| p.contains("://") || p.split_once('=').map_or(*p, |(k, _)| k) == key)
+            });
         if starts_new {
             dsns.push(Vec::new());
         }
