@@ -37,7 +37,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use schemas::batch::{self, Limits};
+use schemas::batch::{self, DecodedBatch, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -251,7 +251,6 @@ pub fn start(
     };
     let core = Core {
         topic: config.kafka.topic.clone(),
-        map: ShardMap::new(config.shards.iter().map(|s| s.name.clone())),
         states: shards.iter().map(|_| ShardState::default()).collect(),
         shards,
         assigned: BTreeSet::new(),
@@ -259,10 +258,7 @@ pub fn start(
         gen: 0,
         commands: command_tx,
         metrics,
-        rules: Rules::from(&config.rollup),
-        classes: ClientCache::new(CLIENT_CACHE_SLOTS),
-        scratch: Scratch::default(),
-        flood_counts: Default::default(),
+        rollup: BatchRollup::new(config.shards.iter().map(|s| s.name.clone()), &config.rollup),
     };
     let interval = config.flush.interval();
     let core = tokio::spawn(core.run(events_rx, interval));
@@ -459,7 +455,6 @@ impl ShardState {
 
 struct Core {
     topic: String,
-    map: ShardMap,
     shards: Arc<Vec<Shard>>,
     states: Vec<ShardState>,
     assigned: BTreeSet<i32>,
@@ -468,12 +463,112 @@ struct Core {
     gen: u64,
     commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
+    rollup: BatchRollup,
+}
+
+impl AsMut<Pending> for ShardState {
+    fn as_mut(&mut self) -> &mut Pending {
+        &mut self.pending
+    }
+}
+
+/// What the core does with the records of one decoded batch, apart from
+/// Kafka and the shards: route each record to the shard that owns its
+/// zone, classify it (client class, threats), and add it to that shard's
+/// [`Pending`] — or count it late; floods are known at the end of the batch
+/// and counted then. Kept apart from [`Core`] so that the benchmark
+/// (`benches/rollup.rs`) measures exactly this code.
+pub struct BatchRollup {
+    map: ShardMap,
     rules: Rules,
     /// User agent → client class: a few thousand agents make most traffic.
     classes: ClientCache,
     scratch: Scratch,
     /// Requests per (zone, client IP) in the batch being applied.
     flood_counts: foldhash::HashMap<(u64, IpAddr), u32>,
+}
+
+impl BatchRollup {
+    /// For the shards named `shards`, in shard order, with `config`'s rules.
+    pub fn new(shards: impl IntoIterator<Item = String>, config: &RollupConfig) -> BatchRollup {
+        BatchRollup {
+            map: ShardMap::new(shards),
+            rules: Rules::from(config),
+            classes: ClientCache::new(CLIENT_CACHE_SLOTS),
+            scratch: Scratch::default(),
+            flood_counts: Default::default(),
+        }
+    }
+
+    /// Adds every record of `batch` whose shard is `wanted` to that shard's
+    /// entry of `pendings` (indexed like the shards); `timestamp` is the
+    /// Kafka message's, which decides lateness. Returns how many records
+    /// were late (counted, not merged).
+    pub fn add<P: AsMut<Pending>>(
+        &mut self,
+        batch: &DecodedBatch,
+        wanted: &[bool],
+        pendings: &mut [P],
+        timestamp: Option<SystemTime>,
+    ) -> u64 {
+        let BatchRollup {
+            map,
+            rules,
+            classes,
+            scratch,
+            flood_counts,
+        } = self;
+        // Every record once; floods are known only at the end of the batch.
+        flood_counts.clear();
+        let mut late = 0u64;
+        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClientCache| {
+            let shard = map.shard_of(record.zone);
+            let minute = minute_of(record.timestamp_ns);
+            let facts = wanted[shard].then(|| {
+                let class = classes.client_class(record.user_agent);
+                Facts {
+                    minute,
+                    class,
+                    threats: classify_with_client(record, class),
+                }
+            });
+            (shard, minute, facts)
+        };
+        let result = batch.for_each(|record| {
+            if let Some(ip) = record.client_ip {
+                *flood_counts.entry((zone_key(record.zone), ip)).or_default() += 1;
+            }
+            let (shard, minute, facts) = facts_of(record, classes);
+            let Some(facts) = facts else { return };
+            let pending = pendings[shard].as_mut();
+            if rules.is_late(minute, timestamp) {
+                pending.add_late(minute);
+                late += 1;
+            } else {
+                pending.add(record, &facts, scratch);
+            }
+        });
+        debug_assert!(result.is_ok(), "decode already read every record");
+        flood_counts.retain(|_, count| *count > rules.flood_threshold);
+        if !flood_counts.is_empty() {
+            let mut flood = Threats::default();
+            flood.insert(Threat::Flood);
+            let _ = batch.for_each(|record| {
+                let Some(ip) = record.client_ip else { return };
+                if !flood_counts.contains_key(&(zone_key(record.zone), ip)) {
+                    return;
+                }
+                let (shard, minute, facts) = facts_of(record, classes);
+                let Some(facts) = facts else { return };
+                if !rules.is_late(minute, timestamp) {
+                    pendings[shard]
+                        .as_mut()
+                        .add_threats(record, &facts, flood, scratch);
+                }
+            });
+        }
+        late
+    }
 }
 
 /// How far one partition has been read.
@@ -632,64 +727,9 @@ impl Core {
         if !wanted.contains(&true) {
             return;
         }
-        let Core {
-            map,
-            states,
-            rules,
-            classes,
-            scratch,
-            flood_counts,
-            ..
-        } = self;
-        // Every record once; floods are known only at the end of the batch.
-        flood_counts.clear();
-        let mut late = 0u64;
-        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClientCache| {
-            let shard = map.shard_of(record.zone);
-            let minute = minute_of(record.timestamp_ns);
-            let facts = wanted[shard].then(|| {
-                let class = classes.client_class(record.user_agent);
-                Facts {
-                    minute,
-                    class,
-                    threats: classify_with_client(record, class),
-                }
-            });
-            (shard, minute, facts)
-        };
-        let result = batch.for_each(|record| {
-            if let Some(ip) = record.client_ip {
-                *flood_counts.entry((zone_key(record.zone), ip)).or_default() += 1;
-            }
-            let (shard, minute, facts) = facts_of(record, classes);
-            let Some(facts) = facts else { return };
-            let pending = &mut states[shard].pending;
-            if rules.is_late(minute, timestamp) {
-                pending.add_late(minute);
-                late += 1;
-            } else {
-                pending.add(record, &facts, scratch);
-            }
-        });
-        debug_assert!(result.is_ok(), "decode already read every record");
-        flood_counts.retain(|_, count| *count > rules.flood_threshold);
-        if !flood_counts.is_empty() {
-            let mut flood = Threats::default();
-            flood.insert(Threat::Flood);
-            let _ = batch.for_each(|record| {
-                let Some(ip) = record.client_ip else { return };
-                if !flood_counts.contains_key(&(zone_key(record.zone), ip)) {
-                    return;
-                }
-                let (shard, minute, facts) = facts_of(record, classes);
-                let Some(facts) = facts else { return };
-                if !rules.is_late(minute, timestamp) {
-                    states[shard]
-                        .pending
-                        .add_threats(record, &facts, flood, scratch);
-                }
-            });
-        }
+        let late = self
+            .rollup
+            .add(&batch, &wanted, &mut self.states, timestamp);
         self.metrics.records_late.inc_by(late);
         self.metrics.records_consumed.inc_by(u64::from(batch.len()));
         self.metrics.batches_consumed.inc();

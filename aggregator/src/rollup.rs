@@ -407,6 +407,14 @@ pub struct Pending {
     pub late: BTreeMap<Minute, i64>,
 }
 
+/// So that code adding batches can take the pendings themselves or
+/// structures that hold one (see `consume::BatchRollup::add`).
+impl AsMut<Pending> for Pending {
+    fn as_mut(&mut self) -> &mut Pending {
+        self
+    }
+}
+
 impl Pending {
     pub fn add(&mut self, record: &Record<'_>, facts: &Facts, scratch: &mut Scratch) {
         let zone = match self.zones.get_mut(record.zone) {
