@@ -23,6 +23,15 @@
 //! [`Aggregator::kill9`], [`Aggregator::terminate`] and
 //! [`Sandbox::wait_until_consumed`]; several aggregators with one
 //! `group_id` share a sandbox.
+//!
+//! Outages must not touch what other tests share, so a sandbox can also
+//! run on parts of its own ([`Sandbox::create_with`], [`Private`]): a
+//! private tansu broker (the launcher ingest's tests use,
+//! `ingest/tests/support/tansu.rs`) that can be killed and resumed with its
+//! data, and private PostgreSQL clusters ([`Cluster`]: initdb in the
+//! sandbox's directory, a free port) that can be stopped as a crash would
+//! (`pg_ctl stop -m immediate`) and started again. They go away with the
+//! sandbox.
 
 #![allow(dead_code)] // each test binary uses its own part of this module
 
@@ -30,8 +39,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -47,6 +56,10 @@ use rdkafka::util::Timeout;
 use rdkafka::{ClientConfig, ClientContext};
 use schemas::BatchId;
 use tokio::runtime::Runtime;
+
+#[path = "../../../ingest/tests/support/tansu.rs"]
+mod tansu;
+pub use tansu::{free_port, Broker};
 
 pub const NEEDS_STACK: &str = "needs the dev stack: ./deploy/dev test";
 
@@ -150,17 +163,174 @@ fn with_dbname(dsn: &str, dbname: &str) -> String {
     pairs.join(" ")
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
+// ---------------------------------------------------------------------------
+// Private PostgreSQL clusters
+
+/// Where the PostgreSQL 15 server binaries are (`postgresql-15`, which the
+/// dev stack installs).
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL cluster of one test: initdb in a directory of its own,
+/// listening on a free loopback port, trusting local connections as
+/// `postgres`. It can be stopped as a crash would and started again with
+/// its data; dropping it stops it.
+pub struct Cluster {
+    dir: PathBuf,
+    pub port: u16,
+    running: bool,
+}
+
+impl Cluster {
+    /// initdb in `dir` and start. As root, PostgreSQL runs as the
+    /// `postgres` system user (as in `./deploy/dev`), which must be able to
+    /// reach `dir`.
+    pub fn start(dir: &Path) -> Cluster {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let port = free_port();
+        let cluster = Cluster {
+            dir: dir.to_owned(),
+            port,
+            running: false,
+        };
+        if is_root() {
+            run_ok(Command::new("chown").arg("postgres:postgres").arg(dir));
+        }
+        let data = cluster.data();
+        run_ok(
+            cluster
+                .pg(&format!("{PG_BIN}/initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "postgres", "--auth-local=trust", "--auth-host=trust"])
+                .args(["--encoding=UTF8", "--no-locale", "--no-sync"]),
+        );
+        // No unix socket (its path could be too long); fsync off, since
+        // only the process crashes here, never the machine.
+        let settings = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = ''\n\
+             fsync = off\nmax_connections = 40\nshared_buffers = 32MB\n\
+             log_line_prefix = '%m [%p] %q%u@%d '\n"
+        );
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", conf.display()));
+        text.push_str(&settings);
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("writing {}: {e}", conf.display()));
+        let mut cluster = cluster;
+        cluster.resume();
+        cluster
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    /// A PostgreSQL program, run as the cluster's owner.
+    fn pg(&self, program: &str) -> Command {
+        let mut command = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        command.current_dir("/");
+        command
+    }
+
+    /// DSN of the cluster's `postgres` database.
+    pub fn dsn(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    /// Its server log.
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("postgres.log")
+    }
+
+    /// Starts the (stopped) cluster and waits until it accepts connections.
+    pub fn resume(&mut self) {
+        assert!(
+            !self.running,
+            "the cluster in {} runs already",
+            self.dir.display()
+        );
+        run_ok(
+            self.pg(&format!("{PG_BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.log())
+                .args(["-w", "-t", "60", "start"]),
+        );
+        self.running = true;
+    }
+
+    /// Stops the cluster without a shutdown checkpoint, as a crash would
+    /// (`pg_ctl stop -m immediate`): connections drop at once, and the next
+    /// start recovers from the WAL.
+    pub fn crash(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        run_ok(
+            self.pg(&format!("{PG_BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .args(["-w", "-t", "60", "-m", "immediate", "stop"]),
+        );
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.running {
+            self.running = false;
+            let _ = self
+                .pg(&format!("{PG_BIN}/pg_ctl"))
+                .arg("-D")
+                .arg(self.data())
+                .args(["-w", "-t", "30", "-m", "immediate", "stop"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOT.get_or_init(|| {
+        Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false)
+    })
+}
+
+/// Runs `command`, panicking with its output unless it succeeds.
+fn run_ok(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // ---------------------------------------------------------------------------
 // Sandbox
 
-/// One shard of a sandbox: a database of its own on one dev cluster.
+/// One shard of a sandbox: a database of its own on one cluster.
 #[derive(Debug, Clone)]
 pub struct TestShard {
     /// Shard name in the aggregator's config (zones are placed by name).
@@ -171,9 +341,20 @@ pub struct TestShard {
     admin_dsn: String,
 }
 
-/// A fresh topic, fresh databases and a temporary directory. Dropping it
-/// drops the databases and removes the directory (kept if the test is
-/// failing); the topic stays (see the module doc).
+/// Which parts of a sandbox are its own instead of the dev stack's.
+#[derive(Debug, Clone, Default)]
+pub struct Private {
+    /// A private tansu broker instead of the dev broker.
+    pub broker: bool,
+    /// The shards (by index) that get a private PostgreSQL cluster instead
+    /// of a database on the dev stack's cluster.
+    pub clusters: Vec<usize>,
+}
+
+/// A fresh topic, fresh databases and a temporary directory, and the
+/// private broker and clusters asked for. Dropping it drops the databases,
+/// stops the private parts and removes the directory (kept if the test is
+/// failing); a topic on the dev broker stays (see the module doc).
 pub struct Sandbox {
     /// `sluice_t_<random hex>`: the database name, and the topic's stem.
     pub id: String,
@@ -185,16 +366,38 @@ pub struct Sandbox {
     runtime: Runtime,
     clients: Vec<tokio_postgres::Client>,
     admin: AdminClient<DefaultClientContext>,
+    broker: Option<Broker>,
+    /// Shard index → its private cluster.
+    clusters: BTreeMap<usize, Cluster>,
 }
 
 impl Sandbox {
     /// Creates the topic (`partitions` partitions) and, on every cluster of
     /// the dev stack, a database with the `hll` extension.
     pub fn create(stack: &DevStack, partitions: i32) -> Sandbox {
+        Sandbox::create_with(stack, partitions, &Private::default())
+    }
+
+    /// Like [`create`](Self::create), with the parts `private` names
+    /// started for this sandbox alone, in its directory.
+    pub fn create_with(stack: &DevStack, partitions: i32, private: &Private) -> Sandbox {
         let id = format!("sluice_t_{:016x}", rand::random::<u64>());
         let topic = format!("{id}.requests");
         let dir = std::env::temp_dir().join(&id);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let broker = private.broker.then(|| Broker::start(&dir));
+        let mut stack = stack.clone();
+        if let Some(broker) = &broker {
+            stack.kafka_bootstrap = broker.bootstrap();
+        }
+        let mut clusters = BTreeMap::new();
+        for &i in &private.clusters {
+            assert!(i < stack.shard_dsns.len(), "no shard {i} to make private");
+            let cluster = Cluster::start(&dir.join(format!("pg-shard{i}")));
+            stack.shard_dsns[i] = cluster.dsn();
+            clusters.insert(i, cluster);
+        }
+        let stack = &stack;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -226,6 +429,8 @@ impl Sandbox {
             runtime,
             clients: Vec::new(),
             admin,
+            broker,
+            clusters,
         };
         sandbox.create_topic();
         let clients = sandbox.runtime.block_on(async {
@@ -247,15 +452,60 @@ impl Sandbox {
         });
         sandbox.clients = clients;
         println!(
-            "sandbox {}: topic {} ({} partitions) on {}, databases on {} clusters, files in {}",
+            "sandbox {}: topic {} ({} partitions) on {}{}, databases on {} clusters ({} private), files in {}",
             sandbox.id,
             sandbox.topic,
             partitions,
             sandbox.kafka_bootstrap,
+            if sandbox.broker.is_some() { " (private)" } else { "" },
             sandbox.shards.len(),
+            sandbox.clusters.len(),
             sandbox.dir.display()
         );
         sandbox
+    }
+
+    /// The private broker; panics if the sandbox has none.
+    pub fn broker(&mut self) -> &mut Broker {
+        self.broker
+            .as_mut()
+            .expect("this sandbox has no private broker")
+    }
+
+    /// Takes shard `i`'s private cluster down as a crash would; the
+    /// sandbox's connection to it breaks until [`restore_shard`](Self::restore_shard).
+    pub fn crash_shard(&mut self, i: usize) {
+        self.clusters
+            .get_mut(&i)
+            .unwrap_or_else(|| panic!("shard {i} has no private cluster"))
+            .crash();
+    }
+
+    /// Starts shard `i`'s private cluster again and reconnects to it.
+    pub fn restore_shard(&mut self, i: usize) {
+        self.clusters
+            .get_mut(&i)
+            .unwrap_or_else(|| panic!("shard {i} has no private cluster"))
+            .resume();
+        let client = self.runtime.block_on(connect(&self.shards[i].dsn));
+        self.clients[i] = client;
+    }
+
+    /// The transactions open in shard `i`'s test database other than this
+    /// connection's — while the test's own connections are idle, the
+    /// aggregators' — as `pid state: query` (the query shortened).
+    pub fn open_transactions(&self, i: usize) -> Vec<String> {
+        self.query(
+            i,
+            "SELECT pid || ' ' || state || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
+               FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND xact_start IS NOT NULL",
+            &[],
+        )
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
     }
 
     fn create_topic(&self) {
@@ -483,7 +733,14 @@ impl Drop for Sandbox {
         // Close our own connections first: DROP DATABASE needs none open.
         self.clients.clear();
         let id = self.id.clone();
-        let shards = self.shards.clone();
+        // Private clusters go whole, with the directory.
+        let shards: Vec<TestShard> = self
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.clusters.contains_key(i))
+            .map(|(_, shard)| shard.clone())
+            .collect();
         self.runtime.block_on(async {
             for shard in &shards {
                 let dropped = async {
@@ -504,6 +761,8 @@ impl Drop for Sandbox {
                 }
             }
         });
+        self.clusters.clear();
+        self.broker = None;
         if std::thread::panicking() {
             eprintln!("sandbox {}: files kept in {}", self.id, self.dir.display());
         } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
@@ -600,12 +859,34 @@ impl Aggregator {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            // Plain text: tests read the log.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log)
             .spawn()
             .expect("starting aggregator run");
         self.child = Some(child);
+    }
+
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGSTOP: the process halts wherever it is, exactly as a kill -9
+    /// there would leave things, but what it holds open (transactions,
+    /// group membership) stays visible until [`kill9`](Self::kill9), which
+    /// ends a stopped process as any other.
+    pub fn freeze(&mut self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg("-STOP")
+                .arg(child.id().to_string())
+                .status()
+                .expect("running kill -STOP");
+            assert!(status.success(), "kill -STOP {} failed", child.id());
+        }
     }
 
     /// SIGKILL, no chance to flush; waits for the process to be gone.
@@ -667,11 +948,74 @@ impl Aggregator {
         }
     }
 
+    /// What the latest start logged so far.
+    pub fn log_of_this_start(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let marker = format!("=== harness: start #{} ===", self.starts);
+        match text.rfind(&marker) {
+            Some(at) => text[at..].to_owned(),
+            None => String::new(),
+        }
+    }
+
+    /// The partitions of every assignment since the latest start, in
+    /// order (from the `partitions assigned` log lines).
+    pub fn assignments(&self) -> Vec<Vec<i32>> {
+        self.log_of_this_start()
+            .lines()
+            .filter(|line| line.contains("partitions assigned"))
+            .filter_map(|line| {
+                let list = line.split("partitions=[").nth(1)?.split(']').next()?;
+                Some(
+                    list.split(',')
+                        .filter_map(|p| p.trim().parse().ok())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the latest start has loaded its positions from the
+    /// shards after an assignment (so it consumes), at most `patience`;
+    /// panics if the process exits. Returns how long it took.
+    pub fn wait_until_resumed(&mut self, patience: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            if self
+                .log_of_this_start()
+                .contains("resuming from the shards' stored positions")
+            {
+                return started.elapsed();
+            }
+            self.assert_running();
+            assert!(
+                started.elapsed() < patience,
+                "aggregator {} did not get partitions within {patience:?}; last log lines:\n{}",
+                self.name,
+                self.log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// One counter or gauge (the exact series, labels included) from
+    /// `/metrics`; `None` if the process does not answer or lacks it.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let url = format!("http://{}/metrics", self.api);
+        let text = ureq::get(&url)
+            .call()
+            .and_then(|mut r| r.body_mut().read_to_string())
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
     }
 
     /// `/metrics` of the running process, as text.

@@ -10,7 +10,7 @@
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -33,31 +33,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+mod tansu;
+pub use tansu::{free_port, wait_for, Broker};
+
 /// Partitions of the topic each test's ingest creates.
 const TEST_PARTITIONS: i32 = 2;
-pub const NEEDS_TANSU: &str = "needs the tansu broker binary (./deploy/dev test installs it)";
 /// How long a process may take to come up, or an answer to arrive.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, or panics after
-/// `patience` naming `what`.
-pub fn wait_for<T>(what: &str, patience: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + patience;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// Sends `signal` (e.g. "TERM", "KILL") to a process.
 pub fn signal(pid: u32, signal: &str) {
@@ -220,94 +202,9 @@ fn sign(
 }
 
 // ---------------------------------------------------------------------------
-// The broker
-
-/// The `tansu` binary: on PATH or where `cargo install` puts it.
-fn tansu_bin() -> PathBuf {
-    let on_path = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("tansu"))
-            .find(|bin| bin.is_file())
-    });
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
-    on_path
-        .or_else(|| cargo_home.map(|home| home.join("bin/tansu")))
-        .filter(|bin| bin.is_file())
-        .expect(NEEDS_TANSU)
-}
-
-/// A private tansu broker with sqlite storage in its own directory: it can
-/// be stopped and started again with its data.
-pub struct Broker {
-    dir: PathBuf,
-    pub port: u16,
-    child: Option<Child>,
-}
+// The broker (started and restarted by `tansu.rs`)
 
 impl Broker {
-    pub fn start(dir: &Path) -> Broker {
-        let dir = dir.join("broker");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = Broker {
-            dir,
-            port: free_port(),
-            child: None,
-        };
-        broker.resume();
-        broker
-    }
-
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The broker's process id, while it runs (the benchmark reads its CPU time).
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Everything the broker logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("tansu.log")).unwrap_or_default()
-    }
-
-    /// Kills the broker at once (no clean shutdown: an outage).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the broker again on the same port and data, and waits until
-    /// it accepts connections.
-    pub fn resume(&mut self) {
-        assert!(self.child.is_none(), "the broker is already running");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .unwrap();
-        let child = Command::new(tansu_bin())
-            .args(["broker", "--cluster-id", "gateway-test"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            // tansu resolves sqlite://FILE against its working directory.
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect(NEEDS_TANSU);
-        self.child = Some(child);
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
-        wait_for("tansu to listen", PATIENCE, || {
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()
-        });
-    }
-
     /// Every message of the `partitions` partitions of `topic`, from the
     /// beginning, as (edge, identity); waits until at least `at_least`
     /// arrived, then for quiet.
@@ -356,12 +253,6 @@ impl Broker {
             }
         }
         found
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
