@@ -331,9 +331,36 @@ impl ZoneRow {
     }
 }
 
+/// The address as `Display` writes it, into `buffer`. An IPv4 address
+/// (most clients) is written digit by digit: `core::fmt` took about 90 ns
+/// a record here. IPv6 keeps `Display`, whose RFC 5952 form is not worth
+/// copying.
 fn ip_key(ip: IpAddr, buffer: &mut String) -> &str {
     buffer.clear();
-    write!(buffer, "{ip}").expect("writing to a String cannot fail");
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            buffer.push_str(std::str::from_utf8(&text[..len]).expect("digits and dots"));
+        }
+        IpAddr::V6(_) => write!(buffer, "{ip}").expect("writing to a String cannot fail"),
+    }
     buffer
 }
 
@@ -659,6 +686,37 @@ mod tests {
         let r = row(&p, "a.example", 1);
         assert_eq!(r.content_type.iter().count(), MAP_KEYS);
         assert_eq!(r.content_type.other().requests, 5);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ip_keys_are_what_display_writes(v4: u32, v6: u128, mapped: bool) {
+            let mut buffer = String::new();
+            let v4 = IpAddr::from(std::net::Ipv4Addr::from(v4));
+            proptest::prop_assert_eq!(ip_key(v4, &mut buffer), v4.to_string());
+            let v6 = if mapped {
+                IpAddr::from(std::net::Ipv6Addr::from(v6 & 0xffff_ffff | 0xffff_0000_0000))
+            } else {
+                IpAddr::from(std::net::Ipv6Addr::from(v6))
+            };
+            proptest::prop_assert_eq!(ip_key(v6, &mut buffer), v6.to_string());
+        }
+    }
+
+    #[test]
+    fn ip_keys_of_edge_addresses() {
+        let mut buffer = String::new();
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.199.250",
+            "::",
+            "::1",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            assert_eq!(ip_key(ip, &mut buffer), text);
+        }
     }
 
     #[test]
