@@ -348,15 +348,20 @@ fn poll_loop(
 
 /// Rejoins a group that left partitions without a consumer.
 ///
-/// If the member elected leader dies between JoinGroup and SyncGroup, a
-/// coordinator should notice its missed heartbeats and rebalance; some
-/// Kafka-protocol brokers instead settle the group with empty assignments,
-/// and nothing is consumed again. So a member that owns nothing watches the
-/// group's committed offsets (which every owner advances after each flush):
-/// if a partition has messages beyond its committed offset and that offset
-/// has not moved for [`Self::PATIENCE`] checks, nobody is consuming it, and
-/// we leave and rejoin to force a new generation. On a healthy group this
-/// never fires: owned partitions with lag see their commits move.
+/// When a member dies, a coordinator should notice its missed heartbeats and
+/// rebalance; some Kafka-protocol brokers instead settle the group on the
+/// assignments they stored, the dead member's partitions included (tansu
+/// 0.6: a member joining while a dead leader is still counted gets nothing;
+/// the survivor of a two-member group keeps only its own half), and those
+/// partitions are never consumed again. So every member watches the group's
+/// committed offsets (which every owner advances after each flush): if
+/// partitions it does not own have messages beyond their committed offsets
+/// and those offsets have not moved for [`Self::PATIENCE`] checks, while its
+/// own partitions do move (or are caught up, or it owns none), nobody is
+/// consuming them, and it leaves and rejoins to force a new generation. On
+/// a healthy group this never fires: owned partitions with lag see their
+/// commits move; and when a shard takes no writes, every member's commits
+/// stall alike, so nobody rejoins for that.
 #[derive(Default)]
 struct GroupWatchdog {
     next_check: Option<Instant>,
@@ -375,22 +380,23 @@ impl GroupWatchdog {
             return;
         }
         self.next_check = Some(now + Self::INTERVAL);
-        let owns_nothing = consumer
-            .assignment()
-            .map(|a| a.count() == 0)
-            .unwrap_or(false);
-        let lagging = if owns_nothing {
-            Self::lagging(consumer)
-        } else {
-            BTreeMap::new()
+        let Ok(owned) = consumer.assignment().map(|a| partitions_of(&a)) else {
+            return;
         };
-        let stuck =
-            !lagging.is_empty() && lagging.iter().all(|(p, o)| self.stalled.get(p) == Some(o));
+        let lagging = Self::lagging(consumer);
+        let unmoved = |p: &i32| lagging.get(p).is_some_and(|o| self.stalled.get(p) == Some(o));
+        let orphans: Vec<i32> = lagging
+            .keys()
+            .filter(|p| !owned.contains(p))
+            .copied()
+            .collect();
+        let own_flowing = owned.is_empty() || owned.iter().any(|p| !unmoved(p));
+        let stuck = !orphans.is_empty() && orphans.iter().all(unmoved) && own_flowing;
         self.strikes = if stuck { self.strikes + 1 } else { 0 };
         self.stalled = lagging;
         if self.strikes >= Self::PATIENCE {
             warn!(
-                partitions = ?self.stalled.keys().collect::<Vec<_>>(),
+                partitions = ?orphans,
                 "partitions have lag but no consumer in the group advances them; rejoining the group"
             );
             consumer.unsubscribe();
