@@ -213,6 +213,14 @@ struct Run<'s> {
 
 impl<'s> Run<'s> {
     fn start(sandbox: &'s Sandbox, stack_env: &str) -> Run<'s> {
+        // Before the aggregator connects: the setting applies to new sessions.
+        for i in 0..sandbox.shards.len() {
+            sandbox.query(
+                i,
+                &format!("ALTER DATABASE {} SET track_functions = 'all'", sandbox.id),
+                &[],
+            );
+        }
         let mut aggregator = sandbox.aggregator("bench", &AggregatorOptions::default());
         aggregator.migrate();
         aggregator.start();
@@ -252,6 +260,46 @@ impl<'s> Run<'s> {
                 Err(e) => assert!(Instant::now() < deadline, "GET {url}: {e}"),
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Where the PostgreSQL backends spent their time: per shard, the
+    /// time executing statements (`pg_stat_database.active_time`) and the
+    /// functions that took most of it (`pg_stat_user_functions`, kept
+    /// because the sandbox's databases are created with
+    /// `track_functions = 'all'`).
+    fn report_postgres(&self) {
+        for (i, shard) in self.sandbox.shards.iter().enumerate() {
+            let active: f64 = self
+                .sandbox
+                .query(
+                    i,
+                    "SELECT coalesce(active_time, 0)::float8 FROM pg_stat_database WHERE datname = $1",
+                    &[&self.sandbox.id],
+                )
+                .first()
+                .map_or(0.0, |row| row.get(0));
+            println!(
+                "  {}: {:.2} s executing statements; functions by total time (self time):",
+                shard.name,
+                active / 1000.0
+            );
+            let rows = self.sandbox.query(
+                i,
+                "SELECT funcname::text, calls, total_time, self_time FROM pg_stat_user_functions \
+                 ORDER BY total_time DESC LIMIT 8",
+                &[],
+            );
+            for row in rows {
+                let (name, calls, total, own): (String, i64, f64, f64) =
+                    (row.get(0), row.get(1), row.get(2), row.get(3));
+                println!(
+                    "    {name:<24} {calls:>9} calls {:>8.2} s ({:.2} s) = {:.0} % of the statements' time",
+                    total / 1000.0,
+                    own / 1000.0,
+                    100.0 * total / active.max(1e-9)
+                );
+            }
         }
     }
 
@@ -386,6 +434,7 @@ fn throughput(args: &Args, stack: &DevStack) {
         100.0 * span.flush_seconds / span.wall.as_secs_f64(),
         1000.0 * span.flush_seconds / span.flushes.max(1) as f64
     );
+    run.report_postgres();
     run.aggregator.terminate(Duration::from_secs(30));
 }
 
@@ -479,5 +528,6 @@ fn steady(args: &Args, stack: &DevStack) {
         span.per_record_us(span.postgres)
     );
     sandbox.wait_until_consumed(&mut [&mut run.aggregator], Duration::from_secs(120));
+    run.report_postgres();
     run.aggregator.terminate(Duration::from_secs(30));
 }
