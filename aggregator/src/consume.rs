@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -108,7 +108,11 @@ impl ClientContext for Context {
     /// `enable.partition.eof`) through the error callback too; it is news,
     /// not an error. Everything else is logged as rdkafka's default does.
     fn error(&self, error: KafkaError, reason: &str) {
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        // It comes as `Global(PartitionEOF)` from the error callback.
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             debug!("librdkafka: {error}: {reason}");
         } else {
             error!("librdkafka: {error}: {reason}");
@@ -384,7 +388,11 @@ impl GroupWatchdog {
             return;
         };
         let lagging = Self::lagging(consumer);
-        let unmoved = |p: &i32| lagging.get(p).is_some_and(|o| self.stalled.get(p) == Some(o));
+        let unmoved = |p: &i32| {
+            lagging
+                .get(p)
+                .is_some_and(|o| self.stalled.get(p) == Some(o))
+        };
         let orphans: Vec<i32> = lagging
             .keys()
             .filter(|p| !owned.contains(p))
