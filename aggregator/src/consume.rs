@@ -498,8 +498,33 @@ pub struct BatchRollup {
     /// User agent → client class: a few thousand agents make most traffic.
     classes: ClientCache,
     scratch: Scratch,
+    zones: ZoneCache,
     /// Requests per (zone, client IP) in the batch being applied.
     flood_counts: foldhash::HashMap<(u64, IpAddr), u32>,
+}
+
+/// Zone → its shard and its key in the flood counts, remembered: both
+/// depend on the zone alone, and placing a zone hashes it once per shard
+/// (about 400 instructions a record with two shards). Forgotten whenever it
+/// holds [`ZoneCache::MAX`] zones, so that ever new zones cannot grow it.
+#[derive(Default)]
+struct ZoneCache(foldhash::HashMap<Box<str>, (usize, u64)>);
+
+impl ZoneCache {
+    const MAX: usize = 4096;
+
+    /// The shard of `zone` and its [`zone_key`].
+    fn get(&mut self, map: &ShardMap, zone: &str) -> (usize, u64) {
+        if let Some(&known) = self.0.get(zone) {
+            return known;
+        }
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        let placed = (map.shard_of(zone), zone_key(zone));
+        self.0.insert(zone.into(), placed);
+        placed
+    }
 }
 
 impl BatchRollup {
@@ -510,6 +535,7 @@ impl BatchRollup {
             rules: Rules::from(config),
             classes: ClientCache::new(CLIENT_CACHE_SLOTS),
             scratch: Scratch::default(),
+            zones: ZoneCache::default(),
             flood_counts: Default::default(),
         }
     }
@@ -530,13 +556,13 @@ impl BatchRollup {
             rules,
             classes,
             scratch,
+            zones,
             flood_counts,
         } = self;
         // Every record once; floods are known only at the end of the batch.
         flood_counts.clear();
         let mut late = 0u64;
-        let facts_of = |record: &schemas::Record<'_>, classes: &mut ClientCache| {
-            let shard = map.shard_of(record.zone);
+        let facts_of = |record: &schemas::Record<'_>, shard: usize, classes: &mut ClientCache| {
             let minute = minute_of(record.timestamp_ns);
             let facts = wanted[shard].then(|| {
                 let class = classes.client_class(record.user_agent);
@@ -546,13 +572,14 @@ impl BatchRollup {
                     threats: classify_with_client(record, class),
                 }
             });
-            (shard, minute, facts)
+            (minute, facts)
         };
         let result = batch.for_each(|record| {
+            let (shard, zone) = zones.get(map, record.zone);
             if let Some(ip) = record.client_ip {
-                *flood_counts.entry((zone_key(record.zone), ip)).or_default() += 1;
+                *flood_counts.entry((zone, ip)).or_default() += 1;
             }
-            let (shard, minute, facts) = facts_of(record, classes);
+            let (minute, facts) = facts_of(record, shard, classes);
             let Some(facts) = facts else { return };
             let pending = pendings[shard].as_mut();
             if rules.is_late(minute, timestamp) {
@@ -569,10 +596,11 @@ impl BatchRollup {
             flood.insert(Threat::Flood);
             let _ = batch.for_each(|record| {
                 let Some(ip) = record.client_ip else { return };
-                if !flood_counts.contains_key(&(zone_key(record.zone), ip)) {
+                let (shard, zone) = zones.get(map, record.zone);
+                if !flood_counts.contains_key(&(zone, ip)) {
                     return;
                 }
-                let (shard, minute, facts) = facts_of(record, classes);
+                let (minute, facts) = facts_of(record, shard, classes);
                 let Some(facts) = facts else { return };
                 if !rules.is_late(minute, timestamp) {
                     pendings[shard]
@@ -896,4 +924,27 @@ impl Core {
 /// counts need not borrow from the batch.
 fn zone_key(zone: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(zone.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zone_cache_answers_as_placement_does_also_past_its_size() {
+        let map = ShardMap::new(["a", "b", "c"].map(String::from));
+        let mut cache = ZoneCache::default();
+        // Twice round more zones than it holds: hits, misses and clears.
+        for round in 0..2 {
+            for i in 0..ZoneCache::MAX + 100 {
+                let zone = format!("zone{i}.example");
+                assert_eq!(
+                    cache.get(&map, &zone),
+                    (map.shard_of(&zone), zone_key(&zone)),
+                    "round {round}, {zone}"
+                );
+                assert!(cache.0.len() <= ZoneCache::MAX);
+            }
+        }
+    }
 }
