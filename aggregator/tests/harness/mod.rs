@@ -43,7 +43,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -491,17 +491,19 @@ impl Sandbox {
         self.clients[i] = client;
     }
 
-    /// The transactions open in shard `i`'s test database other than this
-    /// connection's — while the test's own connections are idle, the
-    /// aggregators' — as `pid state: query` (the query shortened).
-    pub fn open_transactions(&self, i: usize) -> Vec<String> {
+    /// The transactions open in shard `i`'s test database on connections
+    /// made since `since` (a process's start: its own, not those a killed
+    /// predecessor left behind), as `pid state: query` (the query
+    /// shortened). Background workers such as autovacuum do not count.
+    pub fn open_transactions(&self, i: usize, since: SystemTime) -> Vec<String> {
         self.query(
             i,
             "SELECT pid || ' ' || state || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 70)
                FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND backend_type = 'client backend' AND backend_start >= $1
                 AND xact_start IS NOT NULL",
-            &[],
+            &[&since],
         )
         .iter()
         .map(|row| row.get(0))
@@ -679,6 +681,13 @@ impl Sandbox {
             self.kafka_bootstrap, self.topic, options.group_id
         )
         .unwrap();
+        if !options.librdkafka_options.is_empty() {
+            writeln!(toml, "[kafka.librdkafka_options]").unwrap();
+            for (key, value) in &options.librdkafka_options {
+                writeln!(toml, "{key:?} = {value:?}").unwrap();
+            }
+            writeln!(toml).unwrap();
+        }
         for shard in &self.shards {
             writeln!(
                 toml,
@@ -708,6 +717,7 @@ impl Sandbox {
             api,
             child: None,
             starts: 0,
+            started_at: SystemTime::UNIX_EPOCH,
         }
     }
 
@@ -786,6 +796,8 @@ pub struct AggregatorOptions {
     pub retention_minute: String,
     pub retention_hour: String,
     pub retention_day: String,
+    /// `[kafka.librdkafka_options]` of the config, e.g. `("debug", "cgrp")`.
+    pub librdkafka_options: Vec<(String, String)>,
 }
 
 impl Default for AggregatorOptions {
@@ -798,6 +810,7 @@ impl Default for AggregatorOptions {
             retention_minute: "7d".to_owned(),
             retention_hour: "90d".to_owned(),
             retention_day: "3650d".to_owned(),
+            librdkafka_options: Vec::new(),
         }
     }
 }
@@ -812,6 +825,7 @@ pub struct Aggregator {
     pub api: SocketAddr,
     child: Option<Child>,
     starts: u32,
+    started_at: SystemTime,
 }
 
 impl Aggregator {
@@ -850,6 +864,7 @@ impl Aggregator {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.starts += 1;
+        self.started_at = SystemTime::now();
         let mut log = self.log_file();
         let _ = writeln!(log, "=== harness: start #{} ===", self.starts);
         let child = self
@@ -872,6 +887,11 @@ impl Aggregator {
     /// The running process's id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// When the latest start was.
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
     }
 
     /// SIGSTOP: the process halts wherever it is, exactly as a kill -9
@@ -975,15 +995,19 @@ impl Aggregator {
             .collect()
     }
 
-    /// Waits until the latest start has loaded its positions from the
-    /// shards after an assignment (so it consumes), at most `patience`;
+    /// Waits until the latest start owns partitions and has loaded their
+    /// positions from the shards (so it consumes), at most `patience`;
     /// panics if the process exits. Returns how long it took.
-    pub fn wait_until_resumed(&mut self, patience: Duration) -> Duration {
+    pub fn wait_until_consuming(&mut self, patience: Duration) -> Duration {
         let started = Instant::now();
         loop {
-            if self
-                .log_of_this_start()
-                .contains("resuming from the shards' stored positions")
+            let log = self.log_of_this_start();
+            let last_assignment = log.rfind("partitions assigned");
+            let owns_some = self.assignments().last().is_some_and(|p| !p.is_empty());
+            if owns_some
+                && last_assignment.is_some_and(|at| {
+                    log[at..].contains("resuming from the shards' stored positions")
+                })
             {
                 return started.elapsed();
             }
