@@ -246,8 +246,7 @@ fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
     );
     found.insert_if(command_injection(path, marks), Threat::CommandInjection);
     found.insert_if(
-        is_xss(path, marks)
-            || (marks.any(COLON) && path.split(|&b| b == b'/').any(starts_with_script_url)),
+        xss(path, marks) || path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s))),
         Threat::Xss,
     );
     if let Some(start) = injection_start(path, marks) {
@@ -256,7 +255,7 @@ fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
         let tail = &path[start..];
         let last_segment = tail.rsplit(|&b| b == b'/').next().unwrap_or(tail);
         found.insert_if(
-            is_quote_probe(last_segment) || libinjection_sqli(tail),
+            is_quote_probe(last_segment) || sql_injection(tail),
             Threat::SqlInjection,
         );
     }
@@ -269,32 +268,49 @@ fn inspect_query(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
             None => (param, &param[..0]),
         };
         let (value, marks) = scratch.decode(raw_value, true);
-        *found |= inspect_value(value, marks);
+        found.insert_if(
+            is_shell_parameter(raw_name, value) || names_php_exec(value),
+            Threat::CommandInjection,
+        );
+        *found |= inspect_value(value, marks, Field::Value);
         let (name, marks) = scratch.decode(raw_name, true);
         if marks.any(NOTABLE & !(DOT | COLON | SLASH)) {
             // An injection in a parameter's name, or a query with no `=`
             // where the whole payload landed in the name (`?1'+or+'1'='1`).
-            *found |= inspect_value(name, marks);
+            *found |= inspect_value(name, marks, Field::Name);
             let (whole, marks) = scratch.decode(param, true);
-            *found |= inspect_value(whole, marks);
+            *found |= inspect_value(whole, marks, Field::Name);
         }
     }
 }
 
+/// Which part of a parameter a text is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Field {
+    /// What a form field or an app put after the `=`.
+    Value,
+    /// The name, or a whole parameter without `=`: never typed into a field.
+    Name,
+}
+
 /// The threats in one decoded parameter name or value.
-fn inspect_value(text: &[u8], marks: Marks) -> Threats {
+fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     let mut found = Threats::EMPTY;
     if marks.is_plain() {
         return found;
     }
     found.insert_if(traversal_in_value(text, marks), Threat::PathTraversal);
-    found.insert_if(command_injection(text, marks), Threat::CommandInjection);
+    // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
+    // update && sudo apt upgrade`) is someone asking about the shell: an
+    // injection appends a command to a value that is not one.
+    let command_line = field == Field::Value && command_follows(text);
     found.insert_if(
-        is_xss(text, marks) || (marks.any(COLON) && starts_with_script_url(text)),
-        Threat::Xss,
+        (command_injection(text, marks) && !command_line) || is_php_code(text, marks),
+        Threat::CommandInjection,
     );
+    found.insert_if(xss(text, marks) || xss_url(text, marks), Threat::Xss);
     found.insert_if(
-        injection_start(text, marks).is_some() && (is_quote_probe(text) || libinjection_sqli(text)),
+        injection_start(text, marks).is_some() && (is_quote_probe(text) || sql_injection(text)),
         Threat::SqlInjection,
     );
     found
@@ -311,6 +327,10 @@ fn header_executes_code(header: &str) -> bool {
 
 /// Room for decoding on the stack; longer texts go to the heap.
 const STACK_BYTES: usize = 512;
+
+/// Percent-decoding passes at most: enough for the triple encoding that
+/// scanners try (`%25252e`), a fixed cost whatever the input.
+const DECODE_PASSES: usize = 3;
 
 /// Where decoded text lives while it is tested: one per request, reused
 /// for the path and each parameter in turn.
@@ -337,12 +357,16 @@ impl Scratch<'_> {
         };
         buf.copy_from_slice(raw);
         let mut len = percent_decode_in_place(buf, plus_is_space);
-        // Double encoding (`%252e` → `%2e` → `.`) hides payloads from
-        // single-decoding filters; a second pass shows them.
-        if has_escape(&buf[..len]) {
+        // Double and triple encoding (`%252e` → `%2e` → `.`) hide payloads
+        // from single-decoding filters; more passes show them, up to a bound
+        // so that a long chain of `%25` costs a fixed amount of work.
+        for _ in 1..DECODE_PASSES {
+            if !has_escape(&buf[..len]) {
+                break;
+            }
             len = percent_decode_in_place(&mut buf[..len], false);
         }
-        len = fold_overlong_in_place(&mut buf[..len]);
+        len = fold_lookalikes_in_place(&mut buf[..len]);
         let decoded = &buf[..len];
         (decoded, Marks::of(decoded))
     }
@@ -397,30 +421,28 @@ fn has_escape(text: &[u8]) -> bool {
     memchr::memchr_iter(b'%', text).any(|i| decode_escape(&text[i..]).is_some())
 }
 
-/// Folds the overlong UTF-8 encodings of `.`, `/` and `\` (`%c0%ae`,
-/// `%c0%af`, `%c1%9c`), which some decoders once accepted, into ASCII.
-fn fold_overlong_in_place(buf: &mut [u8]) -> usize {
-    if memchr::memchr2(0xc0, 0xc1, buf).is_none() {
+/// Folds the look-alikes of `.`, `/` and `\` that some decoders and file
+/// systems once turned into the real thing — the overlong UTF-8 encodings
+/// (`%c0%ae`, `%c0%af`, `%c1%9c`) and the fullwidth forms (`．`, `／`,
+/// `＼`) — into ASCII.
+fn fold_lookalikes_in_place(buf: &mut [u8]) -> usize {
+    if memchr::memchr3(0xc0, 0xc1, 0xef, buf).is_none() {
         return buf.len();
     }
     let (mut read, mut write) = (0, 0);
     while read < buf.len() {
-        let folded = match (buf[read], buf.get(read + 1)) {
-            (0xc0, Some(0xae)) => Some(b'.'),
-            (0xc0, Some(0xaf)) => Some(b'/'),
-            (0xc1, Some(0x9c)) => Some(b'\\'),
+        let folded = match (buf[read], buf.get(read + 1), buf.get(read + 2)) {
+            (0xc0, Some(0xae), _) => Some((b'.', 2)),
+            (0xc0, Some(0xaf), _) => Some((b'/', 2)),
+            (0xc1, Some(0x9c), _) => Some((b'\\', 2)),
+            (0xef, Some(0xbc), Some(0x8e)) => Some((b'.', 3)),
+            (0xef, Some(0xbc), Some(0x8f)) => Some((b'/', 3)),
+            (0xef, Some(0xbc), Some(0xbc)) => Some((b'\\', 3)),
             _ => None,
         };
-        match folded {
-            Some(b) => {
-                buf[write] = b;
-                read += 2;
-            }
-            None => {
-                buf[write] = buf[read];
-                read += 1;
-            }
-        }
+        let (b, used) = folded.unwrap_or((buf[read], 1));
+        buf[write] = b;
+        read += used;
         write += 1;
     }
     write
@@ -540,6 +562,257 @@ const LIBINJECTION_MAX: usize = 4096;
 
 fn libinjection_sqli(text: &[u8]) -> bool {
     libinjectionrs::detect_sqli(&text[..text.len().min(LIBINJECTION_MAX)]).is_injection()
+}
+
+/// Whether `text`, which [`injection_start`] found SQL-like, is an SQL
+/// injection. libinjection decides, reading the text as it is and as if it
+/// continued a quoted string; its verdict is then weighed:
+/// * a whole statement typed into a search box (`select * from users
+///   where id = 1`) is a question about SQL, not an injection — nothing is
+///   broken out of, delayed or commented away;
+/// * a verdict resting only on comparisons and `and`/`or` between numbers
+///   and names (`1 < 2 and 3 > 2`, `if (x > 0)`) stands only when the text
+///   opens as an injection does: a value, then a logic operator or a
+///   clause (`1 and 2>1`, `1 order by 5`);
+/// * what libinjection folds away or does not know is caught by grammar
+///   that only injections use: `union [all|distinct] select`, a
+///   time-delay call (`sleep(5)`, `pg_sleep(5)`, `benchmark(…)`, `waitfor
+///   delay`), `procedure analyse`, a tautology on a boolean literal (`1 or
+///   true`), and a quote broken out of into a logic operator with the rest
+///   commented away (`1' AND f(…)-- x`).
+fn sql_injection(text: &[u8]) -> bool {
+    let words = SqlWords::of(text);
+    if words.is_plain_statement(text) {
+        return false;
+    }
+    if libinjection_sqli(text) {
+        return words.strong || opens_as_injection(text);
+    }
+    words.grammar || breaks_out_of_quote(text)
+}
+
+/// What the words of a text say about it as SQL.
+#[derive(Default)]
+struct SqlWords {
+    /// Something beyond comparisons and logic: a quote, a comment, `;`,
+    /// `=`, `||`, an SQL-only word or a called SQL function.
+    strong: bool,
+    /// Grammar only injections use (see [`sql_injection`]).
+    grammar: bool,
+    /// Words that make a statement dangerous even when typed whole.
+    dangerous: bool,
+}
+
+impl SqlWords {
+    fn of(text: &[u8]) -> SqlWords {
+        let mut words = SqlWords {
+            strong: text
+                .iter()
+                .any(|b| matches!(b, b'\'' | b'"' | b'`' | b';' | b'#' | b'='))
+                || find_pair(text, b'-', b'-').is_some()
+                || find_pair(text, b'/', b'*').is_some()
+                || find_pair(text, b'|', b'|').is_some(),
+            ..SqlWords::default()
+        };
+        // Each word with the one before it and what follows it.
+        let mut previous: &[u8] = b"";
+        let mut before_previous: &[u8] = b"";
+        let mut start = 0;
+        for word in text.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_')) {
+            let end = start + word.len();
+            if word.first().is_some_and(u8::is_ascii_alphabetic) {
+                let rest = text[end..].trim_ascii_start();
+                let called = rest.first() == Some(&b'(');
+                let is = |w: &[u8], expected: &str| w.eq_ignore_ascii_case(expected.as_bytes());
+                if SQL_ALWAYS.contains(word)
+                    || (called && SQL_CALLS.contains(word) && !is(word, "if"))
+                {
+                    words.strong = true;
+                }
+                let delay = ["sleep", "pg_sleep", "benchmark"]
+                    .iter()
+                    .any(|d| is(word, d))
+                    && called
+                    && text[..start].last() != Some(&b'.')
+                    && rest[1..]
+                        .trim_ascii_start()
+                        .first()
+                        .is_some_and(u8::is_ascii_digit);
+                let after_union = is(previous, "union")
+                    || (is(before_previous, "union")
+                        && ["all", "distinct", "distinctrow"]
+                            .iter()
+                            .any(|w| is(previous, w)));
+                words.grammar |= delay
+                    || (is(word, "select") && after_union)
+                    || (is(word, "delay") && is(previous, "waitfor"))
+                    || (is(word, "analyse") && is(previous, "procedure"));
+                words.dangerous |= delay
+                    || [
+                        "waitfor",
+                        "outfile",
+                        "dumpfile",
+                        "load_file",
+                        "xp_cmdshell",
+                        "extractvalue",
+                        "updatexml",
+                    ]
+                    .iter()
+                    .any(|d| is(word, d));
+                before_previous = previous;
+                previous = word;
+            }
+            start = end + 1;
+        }
+        words.grammar |= ends_in_boolean_tautology(text);
+        words
+    }
+
+    /// A statement typed whole (`select …`, `with …`) that breaks out of
+    /// nothing: no `;`, comment or unbalanced quote, nothing dangerous.
+    fn is_plain_statement(&self, text: &[u8]) -> bool {
+        let text = text.trim_ascii_start();
+        let opens = ["select ", "with "]
+            .iter()
+            .any(|w| starts_with_ignore_case(text, w.as_bytes()));
+        opens
+            && !self.dangerous
+            && !text.iter().any(|b| matches!(b, b';' | b'#' | b'`'))
+            && find_pair(text, b'-', b'-').is_none()
+            && find_pair(text, b'/', b'*').is_none()
+            && memchr::memchr_iter(b'\'', text).count() % 2 == 0
+            && memchr::memchr_iter(b'"', text).count() % 2 == 0
+    }
+}
+
+/// A value, then a logic operator or a clause: how an injection opens
+/// (`1 and 2>1`, `5 || 1`, `1 order by 5`).
+fn opens_as_injection(text: &[u8]) -> bool {
+    let text = text.trim_ascii_start();
+    let text = text.strip_prefix(b"-").unwrap_or(text);
+    let value = text
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.'))
+        .count();
+    if value == 0 {
+        return false;
+    }
+    let rest = text[value..].trim_ascii_start();
+    let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+    let next = rest[word..].trim_ascii_start();
+    let by =
+        next.len() > 2 && starts_with_ignore_case(next, b"by") && !next[2].is_ascii_alphanumeric();
+    ["and", "or", "xor", "div", "having", "union", "limit"]
+        .iter()
+        .any(|op| rest[..word].eq_ignore_ascii_case(op.as_bytes()))
+        || (by
+            && ["order", "group"]
+                .iter()
+                .any(|op| rest[..word].eq_ignore_ascii_case(op.as_bytes())))
+        || rest.starts_with(b"&&")
+        || rest.starts_with(b"||")
+}
+
+/// `… or true`, `…' and false -- x`: a logic operator after a value
+/// (a number, a quote, a parenthesis) and a boolean literal ending the
+/// text, perhaps before a comment.
+fn ends_in_boolean_tautology(text: &[u8]) -> bool {
+    let text = strip_trailing_comment(text).trim_ascii_end();
+    let text = text.strip_suffix(b")").unwrap_or(text).trim_ascii_end();
+    let Some(literal) = ["true", "false"]
+        .iter()
+        .find(|l| ends_with_ignore_case(text, l.as_bytes()))
+    else {
+        return false;
+    };
+    let before = text[..text.len() - literal.len()].trim_ascii_end();
+    if before
+        .last()
+        .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        && !["or", "and", "xor", "not"]
+            .iter()
+            .any(|op| ends_with_word(before, op))
+    {
+        return false;
+    }
+    let before = before
+        .strip_suffix(b"||")
+        .or_else(|| before.strip_suffix(b"&&"))
+        .or_else(|| {
+            ["or", "and", "xor"]
+                .iter()
+                .find(|op| ends_with_word(before, op))
+                .map(|op| &before[..before.len() - op.len()])
+        });
+    before.is_some_and(|b| {
+        b.trim_ascii_end()
+            .last()
+            .is_some_and(|b| b.is_ascii_digit() || matches!(b, b'\'' | b'"' | b')'))
+    })
+}
+
+/// Whether `text` ends with `word` as a whole word, ignoring case.
+fn ends_with_word(text: &[u8], word: &str) -> bool {
+    ends_with_ignore_case(text, word.as_bytes())
+        && !text[..text.len() - word.len()]
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+}
+
+/// `text` without an SQL comment that ends it (`-- abcd`, `--+`, `#`,
+/// `/*`): sqlmap ends its payloads with a comment and a few random letters.
+fn strip_trailing_comment(text: &[u8]) -> &[u8] {
+    let tail_start = text.len().saturating_sub(12);
+    for marker in [&b"--"[..], b"#", b"/*"] {
+        if let Some(at) = text[tail_start..]
+            .windows(marker.len())
+            .position(|w| w == marker)
+        {
+            let at = tail_start + at;
+            let after = &text[at + marker.len()..];
+            if after
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b" +-".contains(b))
+            {
+                return &text[..at];
+            }
+        }
+    }
+    text
+}
+
+/// `1' AND f(…)-- x`: a quote, perhaps closing parentheses, then a logic
+/// operator or a statement word, and the rest of the query commented away
+/// — the shape of an injection into a quoted string, whatever functions
+/// it calls.
+fn breaks_out_of_quote(text: &[u8]) -> bool {
+    let body = strip_trailing_comment(text);
+    if body.len() == text.len() {
+        return false;
+    }
+    memchr::memchr2_iter(b'\'', b'"', body).any(|quote| {
+        let rest = &body[quote + 1..];
+        let rest = &rest[rest
+            .iter()
+            .take_while(|b| b.is_ascii_whitespace() || **b == b')')
+            .count()..];
+        let word = rest.iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        word > 0
+            && rest.get(word).is_none_or(|b| !b.is_ascii_alphanumeric())
+            && [
+                "and",
+                "or",
+                "xor",
+                "union",
+                "order",
+                "group",
+                "having",
+                "procedure",
+                "into",
+            ]
+            .iter()
+            .any(|w| rest[..word].eq_ignore_ascii_case(w.as_bytes()))
+    })
 }
 
 fn libinjection_xss(text: &[u8]) -> bool {
@@ -772,26 +1045,176 @@ fn is_template_injection(text: &[u8]) -> bool {
         .any(|sink| contains_ignore_case(text, sink.as_bytes()))
 }
 
-/// `javascript:`, `vbscript:`, `data:text/html` at the start of a value —
-/// an XSS when the value is used as a link (open redirects, `next=`).
-fn starts_with_script_url(text: &[u8]) -> bool {
-    // Browsers ignore leading control characters and spaces, and tabs and
-    // newlines anywhere in a URL.
-    let mut head = [0u8; 16];
-    let mut len = 0;
-    for &b in text.iter().skip_while(|&&b| b <= b' ') {
-        if len == head.len() {
-            break;
-        }
-        if !matches!(b, b'\t' | b'\n' | b'\r') {
-            head[len] = b.to_ascii_lowercase();
-            len += 1;
-        }
+/// Whether `text` carries script in markup or a script URL, as written or
+/// with its HTML character references decoded (`&#x6a;`, `&colon;`,
+/// `&Tab;`), as a browser decodes them inside an attribute.
+fn xss(text: &[u8], marks: Marks) -> bool {
+    if is_xss(text, marks) {
+        return true;
     }
-    let head = &head[..len];
-    ["javascript:", "vbscript:", "livescript:", "data:text/html"]
+    let mut buf = [0u8; ENTITY_VIEW_BYTES];
+    match html_unescape(text, &mut buf) {
+        Some(view) => {
+            let marks = Marks::of(view);
+            is_xss(view, marks) || has_script_url(view, marks)
+        }
+        None => false,
+    }
+}
+
+/// [`has_script_url`] of `text` or of its HTML-decoded view: a value used
+/// as a link (`next=`, `url=`) needs no markup to run script.
+fn xss_url(text: &[u8], marks: Marks) -> bool {
+    if has_script_url(text, marks) {
+        return true;
+    }
+    let mut buf = [0u8; ENTITY_VIEW_BYTES];
+    html_unescape(text, &mut buf).is_some_and(|view| has_script_url(view, Marks::of(view)))
+}
+
+/// How much of a text is HTML-decoded: payloads are short, and the bound
+/// keeps the work per request fixed.
+const ENTITY_VIEW_BYTES: usize = 512;
+
+/// `text` (its first [`ENTITY_VIEW_BYTES`]) with HTML character
+/// references decoded into `buf` — numeric ones (`&#106;`, `&#x6A`, the
+/// `;` optional, as browsers accept) when they stand for ASCII, and the
+/// named ones that spell out syntax (`&colon;`, `&lpar;`, `&Tab;`,
+/// `&NewLine;`, …); `None` when `text` has none, the common case.
+fn html_unescape<'b>(text: &[u8], buf: &'b mut [u8; ENTITY_VIEW_BYTES]) -> Option<&'b [u8]> {
+    let first = memchr::memchr(b'&', text)?;
+    let text = &text[..text.len().min(ENTITY_VIEW_BYTES)];
+    let (mut read, mut write, mut decoded) = (first, first, false);
+    buf[..first.min(text.len())].copy_from_slice(&text[..first.min(text.len())]);
+    while read < text.len() {
+        let (b, used) = if text[read] == b'&' {
+            html_reference(&text[read..]).unwrap_or((b'&', 1))
+        } else {
+            (text[read], 1)
+        };
+        decoded |= used > 1;
+        buf[write] = b;
+        write += 1;
+        read += used;
+    }
+    decoded.then_some(&buf[..write])
+}
+
+/// The ASCII byte the character reference at the start of `s` stands for,
+/// and its length.
+fn html_reference(s: &[u8]) -> Option<(u8, usize)> {
+    if let Some(number) = s.strip_prefix(b"&#") {
+        let (radix, digits) = match number.first() {
+            Some(b'x' | b'X') => (16, &number[1..]),
+            _ => (10, number),
+        };
+        let len = digits
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit() && (radix == 16 || b.is_ascii_digit()))
+            .count();
+        if len == 0 || len > 8 {
+            return None;
+        }
+        let value = digits[..len].iter().fold(0u32, |v, &b| {
+            v * radix + (b as char).to_digit(radix).unwrap_or(0)
+        });
+        let used = s.len() - digits.len() + len + usize::from(digits.get(len) == Some(&b';'));
+        return (value < 0x80).then_some((value as u8, used));
+    }
+    let name_len = s[1..]
         .iter()
-        .any(|scheme| head.starts_with(scheme.as_bytes()))
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count();
+    if s.get(1 + name_len) != Some(&b';') {
+        return None;
+    }
+    let byte = lookup(&s[1..1 + name_len], NAMED_REFERENCES)?;
+    Some((byte, name_len + 2))
+}
+
+/// Named character references that spell out syntax. Ordered like a
+/// [`WordSet`]'s words.
+const NAMED_REFERENCES: &[(&str, u8)] = &[
+    ("gt", b'>'),
+    ("lt", b'<'),
+    ("amp", b'&'),
+    ("num", b'#'),
+    ("sol", b'/'),
+    ("tab", b'\t'),
+    ("apos", b'\''),
+    ("bsol", b'\\'),
+    ("excl", b'!'),
+    ("lpar", b'('),
+    ("lsqb", b'['),
+    ("quot", b'"'),
+    ("rpar", b')'),
+    ("rsqb", b']'),
+    ("semi", b';'),
+    ("colon", b':'),
+    ("grave", b'`'),
+    ("equals", b'='),
+    ("period", b'.'),
+    ("newline", b'\n'),
+];
+
+/// Schemes whose URLs run script.
+const SCRIPT_SCHEMES: [&str; 5] = [
+    "javascript:",
+    "vbscript:",
+    "livescript:",
+    "data:text/html",
+    "data:image/svg+xml",
+];
+
+/// A script URL (`javascript:`, `vbscript:`, `data:text/html`, …) where a
+/// URL starts: at the start of the value (a link target: `next=`,
+/// `url=`) or of an attribute value or CSS `url(` inside it (`href="…`,
+/// `src=…`, `url(…`, `content="0;url=…`). Browsers skip leading spaces and
+/// control characters, ignore tabs and newlines inside the scheme, and
+/// fold case — so does this. `javascript:`/`vbscript:` count only when
+/// code follows (a call, a comment, an assignment): `javascript: the good
+/// parts` is a book.
+fn has_script_url(text: &[u8], marks: Marks) -> bool {
+    if !marks.any(COLON) {
+        return false;
+    }
+    std::iter::once(0)
+        .chain(
+            text.iter()
+                .enumerate()
+                .filter(|(_, b)| matches!(b, b'=' | b'"' | b'\'' | b'(' | b'`'))
+                .map(|(i, _)| i + 1),
+        )
+        .any(|start| script_url_at(&text[start..]))
+}
+
+fn script_url_at(text: &[u8]) -> bool {
+    let text = &text[text.iter().take_while(|&&b| b <= b' ').count()..];
+    SCRIPT_SCHEMES.iter().any(|scheme| {
+        let Some(rest) = strip_scheme(text, scheme.as_bytes()) else {
+            return false;
+        };
+        scheme.starts_with("data:")
+            || rest
+                .iter()
+                .any(|b| matches!(b, b'(' | b'`' | b'/' | b'=' | b'[' | b'\\'))
+    })
+}
+
+/// `text` after `scheme` (lower case), ignoring case and the tabs and
+/// newlines browsers drop from URLs.
+fn strip_scheme<'t>(text: &'t [u8], scheme: &[u8]) -> Option<&'t [u8]> {
+    let mut i = 0;
+    for &expected in scheme {
+        while matches!(text.get(i), Some(b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        if text.get(i)?.to_ascii_lowercase() != expected {
+            return None;
+        }
+        i += 1;
+    }
+    Some(&text[i..])
 }
 
 // ---------------------------------------------------------------------------
@@ -804,21 +1227,24 @@ struct Climbs {
 }
 
 /// The `..` segments in `text`: `..` followed by `/`, `\` or `;` (Tomcat's
-/// `..;/`), or ending the text after a separator.
+/// `..;/`), or ending the text after a separator. NUL bytes between the
+/// dots and the separator (`..%00/`), which C-string filters stop at and
+/// some servers drop, do not hide a climb.
 fn dot_dot_climbs(text: &[u8]) -> Climbs {
     let mut climbs = Climbs {
         count: 0,
         after_last: 0,
     };
     for i in memchr::memchr_iter(b'.', text).filter(|&i| text.get(i + 1) == Some(&b'.')) {
-        let climbs_here = match text.get(i + 2) {
+        let after = i + 2 + text[i + 2..].iter().take_while(|&&b| b == 0).count();
+        let climbs_here = match text.get(after) {
             Some(b'/' | b'\\' | b';') => true,
             None => i > 0 && matches!(text[i - 1], b'/' | b'\\'),
             _ => false,
         };
         if climbs_here {
             climbs.count += 1;
-            climbs.after_last = (i + 3).min(text.len());
+            climbs.after_last = (after + 1).min(text.len());
         }
     }
     climbs
@@ -907,55 +1333,119 @@ const COMMANDS: &[(&str, Needs)] = &[
     ("cd", Needs::Path),
     ("cp", Needs::Path),
     ("id", Needs::Nothing),
+    ("ln", Needs::Option),
     ("ls", Needs::Path),
     ("mv", Needs::Path),
     ("nc", Needs::Target),
+    ("ps", Needs::Nothing),
     ("rm", Needs::Path),
     ("sh", Needs::Nothing),
+    ("su", Needs::Option),
+    ("wc", Needs::Option),
+    ("awk", Needs::Argument),
     ("cat", Needs::Path),
     ("cmd", Needs::Nothing),
     ("csh", Needs::Nothing),
+    ("del", Needs::Path),
     ("dig", Needs::Target),
     ("dir", Needs::Path),
+    ("env", Needs::Nothing),
+    ("ftp", Needs::Target),
     ("ksh", Needs::Nothing),
+    ("lua", Needs::Option),
     ("php", Needs::Option),
+    ("pwd", Needs::Nothing),
+    ("scp", Needs::Nothing),
+    ("sed", Needs::Argument),
+    ("ssh", Needs::Target),
     ("tac", Needs::Path),
+    ("tar", Needs::Option),
+    ("xxd", Needs::Path),
     ("zsh", Needs::Nothing),
     ("bash", Needs::Nothing),
     ("curl", Needs::Nothing),
     ("dash", Needs::Nothing),
     ("echo", Needs::Argument),
+    ("expr", Needs::Number),
     ("find", Needs::Path),
+    ("gawk", Needs::Argument),
+    ("grep", Needs::Argument),
+    ("gzip", Needs::Option),
     ("head", Needs::Path),
+    ("host", Needs::Target),
+    ("java", Needs::Option),
+    ("kill", Needs::Option),
+    ("less", Needs::Path),
+    ("lsof", Needs::Nothing),
     ("more", Needs::Path),
     ("ncat", Needs::Nothing),
+    ("nmap", Needs::Argument),
     ("node", Needs::Option),
     ("perl", Needs::Option),
     ("ping", Needs::Target),
     ("pwsh", Needs::Nothing),
     ("ruby", Needs::Option),
+    ("sudo", Needs::Argument),
     ("tail", Needs::Path),
     ("tftp", Needs::Nothing),
     ("type", Needs::Path),
     ("wget", Needs::Nothing),
+    ("wmic", Needs::Nothing),
     ("chmod", Needs::Nothing),
+    ("chown", Needs::Argument),
+    ("dmesg", Needs::Nothing),
+    ("lspci", Needs::Nothing),
+    ("mkdir", Needs::Path),
+    ("mshta", Needs::Nothing),
+    ("nohup", Needs::Nothing),
+    ("pkill", Needs::Argument),
+    ("rmdir", Needs::Path),
     ("sleep", Needs::Number),
+    ("socat", Needs::Nothing),
+    ("touch", Needs::Path),
     ("uname", Needs::Nothing),
+    ("unzip", Needs::Path),
+    ("xargs", Needs::Nothing),
+    ("base64", Needs::Option),
+    ("chattr", Needs::Nothing),
+    ("getent", Needs::Argument),
+    ("md5sum", Needs::Path),
     ("mkfifo", Needs::Nothing),
     ("netcat", Needs::Nothing),
     ("printf", Needs::Argument),
     ("python", Needs::Option),
+    ("sysctl", Needs::Option),
     ("telnet", Needs::Nothing),
+    ("uptime", Needs::Nothing),
     ("whoami", Needs::Nothing),
     ("busybox", Needs::Nothing),
+    ("crontab", Needs::Option),
+    ("cscript", Needs::Nothing),
+    ("hexdump", Needs::Path),
+    ("killall", Needs::Argument),
+    ("netstat", Needs::Nothing),
+    ("openssl", Needs::Argument),
     ("python2", Needs::Option),
     ("python3", Needs::Option),
+    ("strings", Needs::Path),
+    ("timeout", Needs::Number),
+    ("tracert", Needs::Nothing),
+    ("useradd", Needs::Argument),
+    ("wscript", Needs::Nothing),
+    ("certutil", Needs::Nothing),
     ("hostname", Needs::Nothing),
     ("ifconfig", Needs::Nothing),
     ("ipconfig", Needs::Nothing),
+    ("iptables", Needs::Nothing),
     ("nslookup", Needs::Nothing),
+    ("printenv", Needs::Nothing),
+    ("regsvr32", Needs::Nothing),
+    ("rundll32", Needs::Nothing),
+    ("tasklist", Needs::Nothing),
+    ("bitsadmin", Needs::Nothing),
     ("powershell", Needs::Nothing),
     ("systeminfo", Needs::Nothing),
+    ("traceroute", Needs::Nothing),
 ];
 
 fn command_injection(text: &[u8], marks: Marks) -> bool {
@@ -1005,14 +1495,28 @@ fn word_list_separator(text: &[u8]) -> Option<u8> {
     (fields >= 3).then_some(separator)
 }
 
-/// Whether `rest` (what follows a shell separator) starts with a command.
+/// Whether `rest` (what follows a shell separator) starts with a command
+/// and an argument of the shape it needs.
 fn command_follows(rest: &[u8]) -> bool {
+    command_at(rest).is_some_and(|(needs, arg)| needs_met(needs, arg))
+}
+
+/// The command `rest` starts with, and its first argument. The command's
+/// own token counts by its last path component (`/bin/sh` runs `sh`),
+/// with the quotes that split it for filters taken out (`c'a't` runs
+/// `cat`); a Bash brace expansion (`{cat,/etc/passwd}`) separates by
+/// commas.
+fn command_at(rest: &[u8]) -> Option<(Needs, &[u8])> {
     let rest = skip_shell_space(rest);
-    // The command's own token: `/bin/sh` runs `sh`.
+    let (rest, brace) = match rest.strip_prefix(b"{") {
+        Some(inner) => (inner, true),
+        None => (rest, false),
+    };
     let token_len = rest
         .iter()
         .position(|&b| {
-            !(b.is_ascii_alphanumeric() || matches!(b, b'/' | b'\\' | b'.' | b'_' | b'-'))
+            !(b.is_ascii_alphanumeric()
+                || matches!(b, b'/' | b'\\' | b'.' | b'_' | b'-' | b'\'' | b'"'))
         })
         .unwrap_or(rest.len());
     let token = &rest[..token_len];
@@ -1020,23 +1524,35 @@ fn command_follows(rest: &[u8]) -> bool {
         .rsplit(|&b| b == b'/' || b == b'\\')
         .next()
         .unwrap_or(token);
-    let name = strip_suffix_ignore_case(name, b".exe");
-    let Some(needs) = lookup(name, COMMANDS) else {
-        return false;
-    };
+    let mut unquoted = [0u8; 32];
+    let mut len = 0;
+    for &b in name.iter().filter(|&&b| b != b'\'' && b != b'"') {
+        *unquoted.get_mut(len)? = b;
+        len += 1;
+    }
+    let name = strip_suffix_ignore_case(&unquoted[..len], b".exe");
+    let needs = lookup(name, COMMANDS)?;
     let after = &rest[token_len..];
     // The command must end there: `;category` is not `;cat`.
     if let Some(&b) = after.first() {
-        if !(b.is_ascii_whitespace() || b"$<>|;&`'\")({}".contains(&b)) {
-            return false;
+        if !(b.is_ascii_whitespace() || b"$<>|;&`'\")({}#".contains(&b) || (brace && b == b',')) {
+            return None;
         }
     }
-    let argument = skip_shell_space(after);
+    let mut argument = skip_shell_space(after);
+    if brace {
+        argument = argument.strip_prefix(b",").unwrap_or(argument);
+    }
     let arg_end = argument
         .iter()
-        .position(|&b| b.is_ascii_whitespace() || b"|;&`)".contains(&b))
+        .position(|&b| {
+            b.is_ascii_whitespace() || b"|;&`)".contains(&b) || (brace && b"},".contains(&b))
+        })
         .unwrap_or(argument.len());
-    let arg = &argument[..arg_end];
+    Some((needs, &argument[..arg_end]))
+}
+
+fn needs_met(needs: Needs, arg: &[u8]) -> bool {
     match needs {
         Needs::Nothing => true,
         Needs::Argument => !arg.is_empty(),
@@ -1057,6 +1573,66 @@ fn command_follows(rest: &[u8]) -> bool {
         }
         Needs::Option => arg.first().is_some_and(|b| b"-/".contains(b)),
     }
+}
+
+/// Parameters that web shells and vulnerable tools hand to a shell whole
+/// (`shell.php?cmd=id`): there, a command needs no separator before it.
+static COMMAND_PARAMETERS: WordSet = WordSet::new(&[
+    "c", "cmd", "run", "exec", "shell", "cmdline", "command", "execute",
+]);
+
+/// A parameter named like a shell's input whose value starts with a
+/// command (`cmd=whoami`, `exec=ls -la`, `cmd=/bin/ls`).
+fn is_shell_parameter(name: &[u8], value: &[u8]) -> bool {
+    COMMAND_PARAMETERS.contains(name) && command_at(value).is_some()
+}
+
+/// PHP functions that run a command or code: a value that names one
+/// (ThinkPHP's `function=call_user_func_array`) or calls one on a string
+/// or a variable (`system('id')`, `passthru($_GET[c])`) is an exploit.
+static PHP_EXEC: WordSet = WordSet::new(&[
+    "eval",
+    "exec",
+    "popen",
+    "assert",
+    "system",
+    "passthru",
+    "proc_open",
+    "pcntl_exec",
+    "shell_exec",
+    "call_user_func",
+    "create_function",
+    "call_user_func_array",
+]);
+
+/// PHP code in a value: an opening tag (`<?php`, `<?=`) or a call of one
+/// of [`PHP_EXEC`] on a string or a variable.
+fn is_php_code(text: &[u8], marks: Marks) -> bool {
+    if marks.any(ANGLE)
+        && (contains_ignore_case(text, b"<?php")
+            || find_pair(text, b'?', b'=').is_some_and(|i| i > 0 && text[i - 1] == b'<'))
+    {
+        return true;
+    }
+    if !marks.any(PAREN) {
+        return false;
+    }
+    memchr::memchr_iter(b'(', text).any(|open| {
+        let name_start = text[..open]
+            .iter()
+            .rposition(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+            .map_or(0, |i| i + 1);
+        let argument = text[open + 1..].trim_ascii_start();
+        PHP_EXEC.contains(&text[name_start..open])
+            && matches!(argument.first(), Some(b'\'' | b'"' | b'$' | b'`'))
+    })
+}
+
+/// A value that is the name of a PHP function that runs code, as passed
+/// to a dispatcher (`function=call_user_func_array`); the short names
+/// (`system`, `exec`, `eval`, `assert`, `popen`) are ordinary words too.
+fn names_php_exec(value: &[u8]) -> bool {
+    value.contains(&b'_') && PHP_EXEC.contains(value)
 }
 
 /// Skips spaces, tabs and the `${IFS}` / `$IFS` tricks that stand for them.
@@ -1141,6 +1717,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".pgpass",
     ".pypirc",
     ".vscode",
+    "jolokia",
     "myadmin",
     "web-inf",
     "id_ecdsa",
@@ -1167,16 +1744,19 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "ws_ftp.ini",
     ".travis.yml",
     "adminer.php",
+    "jmx-console",
     "known_hosts",
     "laravel.log",
     "phpinfo.php",
     "secrets.yml",
     "server-info",
+    "web-console",
     ".zsh_history",
     "database.yml",
     "secrets.json",
     ".bash_history",
     ".psql_history",
+    "admin-console",
     "composer.json",
     "composer.lock",
     "filezilla.xml",
@@ -1203,18 +1783,102 @@ fn is_sensitive_name(segment: &[u8]) -> bool {
     };
     let starts = |prefix: &[u8]| starts_with_ignore_case(segment, prefix);
     SENSITIVE_NAMES.contains(segment)
+        || is_config_file(segment)
         || match first.to_ascii_lowercase() {
-            // `.env.local`, `.envrc`; `.gitignore`, `.git-credentials`.
-            b'.' => starts(b".env") || starts(b".git"),
+            // Dotfiles and dot-directories — `.env.local`, `.git/`,
+            // `.circleci/`, `.bashrc`, `.DS_Store` — hold configuration,
+            // history, credentials and VCS metadata; sites serve none of
+            // them but the few meant for clients.
+            b'.' => {
+                segment
+                    .get(1)
+                    .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_')
+                    && !PUBLIC_DOT_DIRECTORIES.contains(segment)
+            }
             // `wp-config.php.bak`, `wp-config.old`.
             b'w' => starts(b"wp-config"),
             // `phpMyAdmin-5.2.1`, and its usual aliases `pma`, `PMA2020`.
             b'p' => {
                 starts(b"phpmyadmin")
                     || (starts(b"pma") && segment[3..].iter().all(u8::is_ascii_digit))
+                    || starts(b"phpinfo")
             }
+            // `adminer-4.8.1.php`.
+            b'a' => starts(b"adminer"),
             _ => false,
         }
+}
+
+/// Dot-directories that exist to be fetched: RFC 8615's `.well-known`,
+/// and the endpoints hosting platforms put on every site (Azure App
+/// Service's `.auth`, Netlify's `.netlify`).
+static PUBLIC_DOT_DIRECTORIES: WordSet = WordSet::new(&[".auth", ".netlify", ".well-known"]);
+
+/// Extensions of configuration files.
+static CONFIG_EXTENSIONS: WordSet = WordSet::new(&[
+    "py",
+    "cfg",
+    "env",
+    "inc",
+    "ini",
+    "php",
+    "yml",
+    "conf",
+    "toml",
+    "yaml",
+    "properties",
+]);
+
+/// Names of files that hold credentials whatever their format.
+static SECRET_STEMS: WordSet = WordSet::new(&[
+    "secret",
+    "secrets",
+    "database",
+    "parameters",
+    "appsettings",
+    "credentials",
+    "local_settings",
+    "settings_local",
+    "connectionstrings",
+]);
+
+/// Names of an application's configuration.
+static CONFIG_STEMS: WordSet = WordSet::new(&[
+    "app",
+    "dev",
+    "prod",
+    "local",
+    "config",
+    "staging",
+    "settings",
+    "production",
+    "application",
+    "development",
+    "configuration",
+]);
+
+/// A configuration file by its name (what comes before the first dot) and
+/// extension: `config.yml`, `settings.py`, `config.inc.php`,
+/// `appsettings.Development.json`, `secrets.json`. Configuration stems
+/// count with configuration formats; secret stems with any (`json` and
+/// `xml` too). `config.js` is front-end code, `app.php` a front controller.
+fn is_config_file(name: &[u8]) -> bool {
+    let Some(dot) = memchr::memchr(b'.', name) else {
+        return false;
+    };
+    let stem = &name[..dot];
+    let extension = &name[memchr::memrchr(b'.', name).unwrap_or(dot) + 1..];
+    let inner = name[dot + 1..].split(|&b| b == b'.').next().unwrap_or(b"");
+    if SECRET_STEMS.contains(stem) {
+        return true;
+    }
+    CONFIG_STEMS.contains(stem)
+        && (CONFIG_EXTENSIONS.contains(inner) || CONFIG_EXTENSIONS.contains(extension))
+        && !(extension.eq_ignore_ascii_case(b"php")
+            && !(inner.eq_ignore_ascii_case(b"inc")
+                || [&b"config"[..], b"configuration", b"settings"]
+                    .iter()
+                    .any(|s| stem.eq_ignore_ascii_case(s))))
 }
 
 /// Spring Boot actuator endpoints that leak secrets or state (`health` and
@@ -1252,7 +1916,8 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
     if is(parent, b"actuator") || is(parent, b"manage") || is(parent, b"management") {
         ACTUATOR_ENDPOINTS.contains(name)
     } else if is(parent, b"debug") {
-        is(name, b"pprof")
+        // Go's profiler and expvar.
+        is(name, b"pprof") || is(name, b"vars")
     } else if is(parent, b"etc") {
         ETC_FILES.contains(name)
     } else {
@@ -1260,9 +1925,20 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
     }
 }
 
-/// Extensions of backups, swap files and database dumps.
+/// Extensions of backups, swap and temporary files, database dumps and
+/// files, logs, private keys and keystores, and infrastructure state.
 static BACKUP_EXTENSIONS: WordSet = WordSet::new(&[
-    "bak", "mdb", "old", "sql", "swo", "swp", "kdbx", "orig", "save", "backup", "sqlite", "sqlite3",
+    "db", "bak", "bkp", "jks", "key", "log", "mdb", "old", "p12", "pem", "pfx", "ppk", "sql",
+    "swn", "swo", "swp", "tmp", "dump", "kdbx", "orig", "ovpn", "save", "backup", "sqlite",
+    "tfvars", "sqlite3", "tfstate", "keystore",
+]);
+
+/// Extensions of server-side code and configuration: a second extension
+/// after one of these (`index.php.txt`, `settings.py.1`, `web.config.dist`)
+/// is a copy left beside the original, served as source.
+static SOURCE_EXTENSIONS: WordSet = WordSet::new(&[
+    "pl", "py", "rb", "sh", "asp", "cfg", "cgi", "env", "inc", "ini", "jsp", "php", "yml", "aspx",
+    "conf", "yaml", "config",
 ]);
 
 /// Archive extensions.
@@ -1302,6 +1978,11 @@ fn is_backup_name(name: &[u8]) -> bool {
     if BACKUP_EXTENSIONS.contains(extension) {
         return true;
     }
+    if let Some(inner) = memchr::memrchr(b'.', stem).map(|d| &stem[d + 1..]) {
+        if SOURCE_EXTENSIONS.contains(inner) && !SOURCE_EXTENSIONS.contains(extension) {
+            return true;
+        }
+    }
     if !ARCHIVE_EXTENSIONS.contains(extension) {
         return false;
     }
@@ -1311,7 +1992,9 @@ fn is_backup_name(name: &[u8]) -> bool {
         Some(dot) if stem[dot + 1..].eq_ignore_ascii_case(b"tar") => &stem[..dot],
         _ => stem,
     };
-    starts_with_ignore_case(stem, b"backup") || SITE_ARCHIVE_STEMS.contains(stem)
+    // `backup.zip`, `site-backup.zip`, `2024_www.tar.gz`, `db-dump.7z`.
+    stem.split(|&b| matches!(b, b'-' | b'_' | b'.' | b' '))
+        .any(|word| starts_with_ignore_case(word, b"backup") || SITE_ARCHIVE_STEMS.contains(word))
 }
 
 // ---------------------------------------------------------------------------
@@ -1676,6 +2359,7 @@ mod tests {
     #[test]
     fn word_tables_are_ordered_lower_case_and_short() {
         let commands: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        let references: Vec<&str> = NAMED_REFERENCES.iter().map(|(name, _)| *name).collect();
         for table in [
             SQL_ALWAYS.words,
             SQL_CONTEXTUAL.words,
@@ -1684,10 +2368,18 @@ mod tests {
             SENSITIVE_NAMES.words,
             ACTUATOR_ENDPOINTS.words,
             ETC_FILES.words,
+            PUBLIC_DOT_DIRECTORIES.words,
+            CONFIG_EXTENSIONS.words,
+            SECRET_STEMS.words,
+            CONFIG_STEMS.words,
+            SOURCE_EXTENSIONS.words,
+            COMMAND_PARAMETERS.words,
+            PHP_EXEC.words,
             BACKUP_EXTENSIONS.words,
             ARCHIVE_EXTENSIONS.words,
             SITE_ARCHIVE_STEMS.words,
             &commands,
+            &references,
         ] {
             assert!(
                 table
