@@ -11,7 +11,9 @@
 //! part of the dev corpus (everything the detector was tuned against) and
 //! for all of it, and holds the detector to the targets on all of it: at
 //! least 95 % of each kind detected, at most 0.5 % of benign requests
-//! flagged. If the blind held-out pair (`blind_attacks.txt`,
+//! flagged. The held-out set of 2026-11-22 (`heldout_1122_*`) is measured
+//! and printed but not asserted: it was below target at first contact, and
+//! the corpus README records its figures. If the blind held-out pair (`blind_attacks.txt`,
 //! `blind_benign.txt`) is present, it is reported on its own and held to
 //! the same targets.
 
@@ -511,6 +513,14 @@ fn threat_corpus_detection_and_false_positives() {
         all.attacks >= 300 && all.benign >= 2000,
         "the corpus shrank"
     );
+
+    // Held out of the dev corpus and below target at first contact: its
+    // figures are reported, the honest estimate (see the corpus README).
+    Measurement::of(
+        &logged_requests(corpus!("heldout_1122_attacks.txt"), true),
+        &logged_requests(corpus!("heldout_1122_benign.txt"), false),
+    )
+    .print("held-out 2026-11-22 (reported, not asserted)");
 
     // Measured before asserting on the dev corpus, so that a failing dev
     // corpus still shows the blind figures.
