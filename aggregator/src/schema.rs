@@ -11,8 +11,9 @@
 //!
 //! `bucket` is the start of the minute, hour or day, in UTC. One flush
 //! sends each family's *minute* deltas once per resolution: the same
-//! parameter arrays, grouped by `date_trunc(resolution, bucket, 'UTC')`,
-//! merged into what is stored. So an hour row is always the merge of its
+//! parameter arrays, grouped by `date_trunc(resolution, bucket, 'UTC')`
+//! (minute rows, one per key and minute, are not grouped), merged into
+//! what is stored. So an hour row is always the merge of its
 //! minutes, written in the same transaction — there is no rollup job that
 //! could lag or run twice.
 //!
@@ -184,14 +185,29 @@ impl Family {
         let columns = self.columns();
         let key = self.key();
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
+        // A flush sends each (key, minute) once, so minute rows need no
+        // grouping: merging one delta with nothing is the delta itself.
+        let grouped = resolution != Resolution::Minute;
         let mut sql = format!(
-            "INSERT INTO {table} AS t ({key}, bucket, {names})\nSELECT d.{key}, date_trunc('{unit}', d.bucket, 'UTC')",
+            "INSERT INTO {table} AS t ({key}, bucket, {names})\n",
             table = self.table(resolution),
             names = names.join(", "),
-            unit = resolution.name(),
         );
-        for c in columns {
-            write!(sql, ", {}", c.kind.aggregate(c.name)).unwrap();
+        if grouped {
+            write!(
+                sql,
+                "SELECT d.{key}, date_trunc('{}', d.bucket, 'UTC')",
+                resolution.name()
+            )
+            .unwrap();
+            for c in columns {
+                write!(sql, ", {}", c.kind.aggregate(c.name)).unwrap();
+            }
+        } else {
+            write!(sql, "SELECT d.{key}, d.bucket").unwrap();
+            for c in columns {
+                write!(sql, ", d.{}::{}", c.name, c.kind.sql_type()).unwrap();
+            }
         }
         write!(sql, "\nFROM unnest($1::text[], $2::timestamptz[]").unwrap();
         for (i, c) in columns.iter().enumerate() {
@@ -199,8 +215,9 @@ impl Family {
         }
         write!(
             sql,
-            ") AS d({key}, bucket, {})\nGROUP BY 1, 2\nON CONFLICT ({key}, bucket) DO UPDATE SET ",
-            names.join(", ")
+            ") AS d({key}, bucket, {})\n{}ON CONFLICT ({key}, bucket) DO UPDATE SET ",
+            names.join(", "),
+            if grouped { "GROUP BY 1, 2\n" } else { "" }
         )
         .unwrap();
         let merges: Vec<String> = columns.iter().map(|c| c.kind.merge(c.name)).collect();
@@ -687,6 +704,12 @@ mod tests {
         )));
         let sql = Family::Security.upsert(Resolution::Minute);
         assert!(sql.contains("ON CONFLICT (attack_type, bucket)"));
+        // Minute deltas are sent once per (key, minute): no grouping.
+        assert!(sql.contains("SELECT d.attack_type, d.bucket, d.requests::bigint, d.zones::hll,"));
+        assert!(!sql.contains("GROUP BY") && !sql.contains("sluice_sum_counts"));
+        assert!(Family::Security
+            .upsert(Resolution::Day)
+            .contains("GROUP BY 1, 2"));
     }
 
     #[test]

