@@ -284,28 +284,17 @@ fn create_producer(
 
 /// The headers of `schemas::kafka`, values as decimal or plain text.
 fn headers(batch: &ValidBatch) -> OwnedHeaders {
-    use schemas::kafka::{HEADER_EDGE, HEADER_EPOCH, HEADER_FORMAT, HEADER_RECORDS, HEADER_SEQ};
-    let format = schemas::batch::FORMAT_VERSION.to_string();
-    let epoch = batch.id.epoch.to_string();
-    let seq = batch.id.seq.to_string();
-    let records = batch.records.to_string();
-    [
-        (HEADER_FORMAT, format.as_str()),
-        (HEADER_EDGE, &*batch.edge),
-        (HEADER_EPOCH, &epoch),
-        (HEADER_SEQ, &seq),
-        (HEADER_RECORDS, &records),
-    ]
-    .into_iter()
-    .fold(
-        OwnedHeaders::new_with_capacity(5),
-        |headers, (key, value)| {
-            headers.insert(Header {
-                key,
-                value: Some(value.as_bytes()),
-            })
-        },
-    )
+    schemas::kafka::headers(&batch.edge, batch.id, batch.records)
+        .iter()
+        .fold(
+            OwnedHeaders::new_with_capacity(5),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value.as_bytes()),
+                })
+            },
+        )
 }
 
 fn delivery_error(error: &KafkaError) -> SinkError {

@@ -20,3 +20,16 @@ pub const HEADER_SEQ: &str = "sluice-seq";
 pub const HEADER_RECORDS: &str = "sluice-records";
 /// The default topic name.
 pub const DEFAULT_TOPIC: &str = "sluice.requests";
+
+/// The headers of one batch's message, in order, values as text: what
+/// every producer of the topic (ingest, and the tests that stand in for
+/// it) attaches.
+pub fn headers(edge: &str, id: crate::BatchId, records: u32) -> [(&'static str, String); 5] {
+    [
+        (HEADER_FORMAT, crate::batch::FORMAT_VERSION.to_string()),
+        (HEADER_EDGE, edge.to_owned()),
+        (HEADER_EPOCH, id.epoch.to_string()),
+        (HEADER_SEQ, id.seq.to_string()),
+        (HEADER_RECORDS, records.to_string()),
+    ]
+}

@@ -1135,24 +1135,7 @@ impl Producer {
 
     /// Queues one batch (blocking while librdkafka's queue is full).
     pub fn send(&mut self, edge: &str, id: BatchId, records: u32, blob: &[u8]) {
-        use schemas::kafka::{
-            HEADER_EDGE, HEADER_EPOCH, HEADER_FORMAT, HEADER_RECORDS, HEADER_SEQ,
-        };
-        let format = schemas::batch::FORMAT_VERSION.to_string();
-        let (epoch, seq, count) = (
-            id.epoch.to_string(),
-            id.seq.to_string(),
-            records.to_string(),
-        );
-        let headers = [
-            (HEADER_FORMAT, format.as_str()),
-            (HEADER_EDGE, edge),
-            (HEADER_EPOCH, &epoch),
-            (HEADER_SEQ, &seq),
-            (HEADER_RECORDS, &count),
-        ]
-        .into_iter()
-        .fold(
+        let headers = schemas::kafka::headers(edge, id, records).iter().fold(
             OwnedHeaders::new_with_capacity(5),
             |headers, (key, value)| {
                 headers.insert(Header {
