@@ -187,6 +187,29 @@ struct Span {
 }
 
 impl Span {
+    /// Where the span's CPU went, and its flushes: the lines both phases print.
+    fn print_costs(&self) {
+        println!(
+            "  share of a core: aggregator {:.1} %, PostgreSQL backends {:.1} %, broker {:.1} %",
+            self.share(self.aggregator),
+            self.share(self.postgres),
+            self.share(self.broker)
+        );
+        println!(
+            "  flushes: {}, {:.3} s inside flush = {:.1} % of the wall time ({:.0} ms each on average)",
+            self.flushes,
+            self.flush_seconds,
+            100.0 * self.flush_seconds / self.wall.as_secs_f64(),
+            1000.0 * self.flush_seconds / self.flushes.max(1) as f64
+        );
+        println!(
+            "  CPU per record: aggregator {:.2} µs, PostgreSQL backends {:.2} µs, broker {:.2} µs",
+            self.per_record_us(self.aggregator),
+            self.per_record_us(self.postgres),
+            self.per_record_us(self.broker)
+        );
+    }
+
     fn share(&self, cpu: Duration) -> f64 {
         100.0 * cpu.as_secs_f64() / self.wall.as_secs_f64()
     }
@@ -415,25 +438,7 @@ fn throughput(args: &Args, stack: &DevStack) {
         applied_span.wall.as_secs_f64(),
         thousands(total as f64 / applied_span.wall.as_secs_f64())
     );
-    println!(
-        "  CPU per record: aggregator {:.2} µs, PostgreSQL backends {:.2} µs, broker {:.2} µs",
-        span.per_record_us(span.aggregator),
-        span.per_record_us(span.postgres),
-        span.per_record_us(span.broker)
-    );
-    println!(
-        "  share of a core: aggregator {:.0} %, PostgreSQL backends {:.0} %, broker {:.0} %",
-        span.share(span.aggregator),
-        span.share(span.postgres),
-        span.share(span.broker)
-    );
-    println!(
-        "  flushes: {}, {:.2} s inside flush ({:.1} % of the wall time), {:.0} ms each on average",
-        span.flushes,
-        span.flush_seconds,
-        100.0 * span.flush_seconds / span.wall.as_secs_f64(),
-        1000.0 * span.flush_seconds / span.flushes.max(1) as f64
-    );
+    span.print_costs();
     run.report_postgres();
     run.aggregator.terminate(Duration::from_secs(30));
 }
@@ -509,24 +514,7 @@ fn steady(args: &Args, stack: &DevStack) {
         thousands(span.records as f64 / span.wall.as_secs_f64()),
         common::load_average()
     );
-    println!(
-        "  share of a core: aggregator {:.1} %, PostgreSQL backends {:.1} %, broker {:.1} %",
-        span.share(span.aggregator),
-        span.share(span.postgres),
-        span.share(span.broker)
-    );
-    println!(
-        "  flushes: {}, {:.3} s inside flush = {:.1} % of the wall time ({:.0} ms each on average)",
-        span.flushes,
-        span.flush_seconds,
-        100.0 * span.flush_seconds / span.wall.as_secs_f64(),
-        1000.0 * span.flush_seconds / span.flushes.max(1) as f64
-    );
-    println!(
-        "  CPU per record: aggregator {:.2} µs, PostgreSQL backends {:.2} µs",
-        span.per_record_us(span.aggregator),
-        span.per_record_us(span.postgres)
-    );
+    span.print_costs();
     sandbox.wait_until_consumed(&mut [&mut run.aggregator], Duration::from_secs(120));
     run.report_postgres();
     run.aggregator.terminate(Duration::from_secs(30));
