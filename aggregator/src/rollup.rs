@@ -72,6 +72,13 @@ impl Traffic {
     }
 }
 
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, other: Traffic) {
+        self.requests += other.requests;
+        self.bytes += other.bytes;
+    }
+}
+
 /// A map from normalised key to a count, capped at [`MAP_KEYS`] keys.
 #[derive(Debug, Clone)]
 pub struct Counts<K, V> {
@@ -102,6 +109,18 @@ impl<K: Eq + Hash, V: Default> Counts<K, V> {
             self.map.insert(key.to_owned(), V::default());
         }
         self.map.get_mut(key).expect("inserted above")
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Default + Copy + std::ops::AddAssign> Counts<K, V> {
+    /// Key-wise addition, as `sluice_add_counts` does in SQL: a key only
+    /// `other` has is added even past [`MAP_KEYS`] (the cap bounds what
+    /// one record stream can grow, not the union of two bounded maps).
+    pub fn merge(&mut self, other: &Counts<K, V>) {
+        for (key, value) in &other.map {
+            *self.map.entry(key.clone()).or_default() += *value;
+        }
+        self.other += other.other;
     }
 }
 
@@ -315,6 +334,33 @@ impl ZoneRow {
 }
 
 impl ZoneRow {
+    /// Adds everything `other` counted, column by column as the module doc
+    /// says: what merging the two rows in SQL gives.
+    pub fn merge(&mut self, other: &ZoneRow) {
+        self.requests += other.requests;
+        self.requests_cached += other.requests_cached;
+        self.requests_encrypted += other.requests_encrypted;
+        self.bytes += other.bytes;
+        self.bytes_cached += other.bytes_cached;
+        self.bytes_encrypted += other.bytes_encrypted;
+        self.pageviews += other.pageviews;
+        self.threats += other.threats;
+        self.status.merge(&other.status);
+        self.content_type.merge(&other.content_type);
+        self.country.merge(&other.country);
+        add_each(&mut self.tls, &other.tls);
+        add_each(&mut self.method, &other.method);
+        add_each(&mut self.client_class, &other.client_class);
+        self.search_engine.merge(&other.search_engine);
+        add_each(&mut self.threat_type, &other.threat_type);
+        self.threat_country.merge(&other.threat_country);
+        self.uniques.merge(&other.uniques);
+        self.latency.merge(&other.latency);
+        self.top_paths.merge(&other.top_paths);
+        self.top_referers.merge(&other.top_referers);
+        self.top_client_ips.merge(&other.top_client_ips);
+    }
+
     /// Counts `new` threats of a request that had `already` been counted
     /// with the threats in `already`.
     fn add_threats(&mut self, country: Country, already: Threats, new: Threats) {
@@ -328,6 +374,12 @@ impl ZoneRow {
         for threat in new.iter() {
             self.threat_type[threat as usize] += 1;
         }
+    }
+}
+
+fn add_each<const N: usize>(mine: &mut [i64; N], other: &[i64; N]) {
+    for (m, o) in mine.iter_mut().zip(other) {
+        *m += o;
     }
 }
 
@@ -399,6 +451,15 @@ impl SecurityRow {
                 .add(ip_key(ip.to_canonical(), &mut scratch.ip));
         }
         self.top_paths.add(record.path);
+    }
+
+    /// Adds everything `other` counted; see [`ZoneRow::merge`].
+    pub fn merge(&mut self, other: &SecurityRow) {
+        self.requests += other.requests;
+        self.zones.merge(&other.zones);
+        self.country.merge(&other.country);
+        self.top_client_ips.merge(&other.top_client_ips);
+        self.top_paths.merge(&other.top_paths);
     }
 }
 
@@ -500,6 +561,36 @@ impl Pending {
         self.zones.clear();
         self.security.clear();
         self.late.clear();
+    }
+
+    /// Adds everything `newer` holds: rows merge, late counts add, and each
+    /// partition's position is the later of the two. For a flush that
+    /// failed while `newer` was filling: the two are written as one.
+    pub fn merge(&mut self, newer: Pending) {
+        for (zone, minutes) in newer.zones {
+            let mine = self.zones.entry(zone).or_default();
+            for (minute, row) in minutes.minutes {
+                match mine.minutes.iter_mut().find(|(m, _)| *m == minute) {
+                    Some((_, existing)) => existing.merge(&row),
+                    None => mine.minutes.push((minute, row)),
+                }
+            }
+        }
+        for (key, row) in newer.security {
+            match self.security.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(&row),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(row);
+                }
+            }
+        }
+        for (minute, n) in newer.late {
+            *self.late.entry(minute).or_default() += n;
+        }
+        for (partition, next) in newer.positions {
+            let position = self.positions.entry(partition).or_insert(next);
+            *position = (*position).max(next);
+        }
     }
 
     pub fn is_empty(&self) -> bool {

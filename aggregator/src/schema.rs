@@ -10,12 +10,12 @@
 //! | security   | (attack_type, bucket)| `sluice_security_{minute,hour,day}`      |
 //!
 //! `bucket` is the start of the minute, hour or day, in UTC. One flush
-//! sends each family's *minute* deltas once per resolution: the same
-//! parameter arrays, grouped by `date_trunc(resolution, bucket, 'UTC')`
-//! (minute rows, one per key and minute, are not grouped), merged into
-//! what is stored. So an hour row is always the merge of its
-//! minutes, written in the same transaction — there is no rollup job that
-//! could lag or run twice.
+//! sends each family's rows at every resolution: its minute rows as they
+//! are, and the same rows merged in Rust into their hours and days
+//! ([`Rows::of`]); each statement merges one row per key and bucket into
+//! what is stored. So an hour row is always the merge of its minutes,
+//! written in the same transaction — there is no rollup job that could
+//! lag or run twice.
 //!
 //! How each kind of column merges, in Rust and in SQL alike:
 //!
@@ -31,6 +31,8 @@
 //! flush that needs them and dropped whole when they fall out of retention
 //! ([`Resolution`], [`partition_of`]).
 
+use std::borrow::Cow;
+use std::collections::btree_map::{BTreeMap, Entry};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -39,7 +41,7 @@ use tokio_postgres::types::ToSql;
 use crate::classify::client::ClientClass;
 use crate::classify::threat::Threat;
 use crate::rollup::{
-    Counts, Minute, SecurityRow, Traffic, ZoneRow, METHODS, OTHER, TLS_PROTOCOLS, TOP_K,
+    Counts, Minute, Pending, SecurityRow, Traffic, ZoneRow, METHODS, OTHER, TLS_PROTOCOLS, TOP_K,
 };
 
 /// How a column merges; see the module doc.
@@ -67,16 +69,6 @@ impl Kind {
             Kind::Counter => "bigint[]",
             Kind::Counts | Kind::Top => "text[]",
             Kind::Hll => "bytea[]",
-        }
-    }
-
-    /// Merges the sent values of one group (`d.col`).
-    fn aggregate(self, col: &str) -> String {
-        match self {
-            Kind::Counter => format!("sum(d.{col})::bigint"),
-            Kind::Counts => format!("sluice_sum_counts(d.{col}::jsonb)"),
-            Kind::Hll => format!("hll_union_agg(d.{col}::hll)"),
-            Kind::Top => format!("sluice_top(sluice_sum_counts(d.{col}::jsonb), {TOP_K})"),
         }
     }
 
@@ -178,36 +170,21 @@ impl Family {
         format!("{}_{}", self.prefix(), resolution.name())
     }
 
-    /// The statement that merges this family's minute deltas into its
-    /// table at `resolution`. Parameters: `$1` keys (text[]), `$2` minute
-    /// starts (timestamptz[]), then one array per value column.
+    /// The statement that merges rows into this family's table at
+    /// `resolution`, one row per key and bucket. Parameters: `$1` keys
+    /// (text[]), `$2` bucket starts (timestamptz[]), then one array per
+    /// value column.
     pub fn upsert(self, resolution: Resolution) -> String {
         let columns = self.columns();
         let key = self.key();
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
-        // A flush sends each (key, minute) once, so minute rows need no
-        // grouping: merging one delta with nothing is the delta itself.
-        let grouped = resolution != Resolution::Minute;
         let mut sql = format!(
-            "INSERT INTO {table} AS t ({key}, bucket, {names})\n",
+            "INSERT INTO {table} AS t ({key}, bucket, {names})\nSELECT d.{key}, d.bucket",
             table = self.table(resolution),
             names = names.join(", "),
         );
-        if grouped {
-            write!(
-                sql,
-                "SELECT d.{key}, date_trunc('{}', d.bucket, 'UTC')",
-                resolution.name()
-            )
-            .unwrap();
-            for c in columns {
-                write!(sql, ", {}", c.kind.aggregate(c.name)).unwrap();
-            }
-        } else {
-            write!(sql, "SELECT d.{key}, d.bucket").unwrap();
-            for c in columns {
-                write!(sql, ", d.{}::{}", c.name, c.kind.sql_type()).unwrap();
-            }
+        for c in columns {
+            write!(sql, ", d.{}::{}", c.name, c.kind.sql_type()).unwrap();
         }
         write!(sql, "\nFROM unnest($1::text[], $2::timestamptz[]").unwrap();
         for (i, c) in columns.iter().enumerate() {
@@ -215,9 +192,8 @@ impl Family {
         }
         write!(
             sql,
-            ") AS d({key}, bucket, {})\n{}ON CONFLICT ({key}, bucket) DO UPDATE SET ",
+            ") AS d({key}, bucket, {})\nON CONFLICT ({key}, bucket) DO UPDATE SET ",
             names.join(", "),
-            if grouped { "GROUP BY 1, 2\n" } else { "" }
         )
         .unwrap();
         let merges: Vec<String> = columns.iter().map(|c| c.kind.merge(c.name)).collect();
@@ -226,14 +202,16 @@ impl Family {
     }
 }
 
-/// The column values of a set of rows of one family, ready to be sent.
+/// The column values of a set of rows of one table, ready to be sent.
 pub struct Rows {
     family: Family,
+    resolution: Resolution,
     keys: Vec<String>,
     buckets: Vec<SystemTime>,
     values: Vec<Values>,
 }
 
+#[derive(Debug)]
 enum Values {
     Counter(Vec<i64>),
     Json(Vec<String>),
@@ -241,7 +219,36 @@ enum Values {
 }
 
 impl Rows {
-    pub fn new(family: Family) -> Rows {
+    /// The rows `pending` merges into `family`'s table at `resolution`:
+    /// its minute rows as they are, or merged into their hours or days —
+    /// one row per key and bucket, ordered by key and bucket (so that two
+    /// writers lock shared rows in the same order).
+    pub fn of(pending: &Pending, family: Family, resolution: Resolution) -> Rows {
+        let mut rows = Rows::new(family, resolution);
+        match family {
+            Family::Zone => {
+                let minutes = pending.zones.iter().flat_map(|(zone, minutes)| {
+                    let zone: &str = zone;
+                    minutes.minutes.iter().map(move |(m, row)| (zone, *m, row))
+                });
+                for ((zone, bucket), row) in rolled_up(minutes, resolution, ZoneRow::merge) {
+                    rows.push(zone, bucket, |w| row.write(w));
+                }
+            }
+            Family::Security => {
+                let minutes = pending
+                    .security
+                    .iter()
+                    .map(|((m, threat), row)| (threat.as_str(), *m, row));
+                for ((threat, bucket), row) in rolled_up(minutes, resolution, SecurityRow::merge) {
+                    rows.push(threat, bucket, |w| row.write(w));
+                }
+            }
+        }
+        rows
+    }
+
+    fn new(family: Family, resolution: Resolution) -> Rows {
         let values = family
             .columns()
             .iter()
@@ -253,6 +260,7 @@ impl Rows {
             .collect();
         Rows {
             family,
+            resolution,
             keys: Vec::new(),
             buckets: Vec::new(),
             values,
@@ -263,6 +271,10 @@ impl Rows {
         self.family
     }
 
+    pub fn resolution(&self) -> Resolution {
+        self.resolution
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -271,15 +283,15 @@ impl Rows {
         self.keys.is_empty()
     }
 
-    /// Minute starts of the rows.
-    pub fn minutes(&self) -> impl Iterator<Item = SystemTime> + '_ {
+    /// Bucket starts of the rows.
+    pub fn buckets(&self) -> impl Iterator<Item = SystemTime> + '_ {
         self.buckets.iter().copied()
     }
 
     /// Adds one row; `write` must push one value per column, in order.
-    fn push(&mut self, key: &str, minute: Minute, write: impl FnOnce(&mut RowWriter<'_>)) {
+    fn push(&mut self, key: &str, bucket: Minute, write: impl FnOnce(&mut RowWriter<'_>)) {
         self.keys.push(key.to_owned());
-        self.buckets.push(minute_start(minute));
+        self.buckets.push(minute_start(bucket));
         let mut writer = RowWriter {
             values: &mut self.values,
             next: 0,
@@ -290,14 +302,6 @@ impl Rows {
             self.family.columns().len(),
             "a row wrote fewer values than its table has columns"
         );
-    }
-
-    pub fn push_zone(&mut self, zone: &str, minute: Minute, row: &ZoneRow) {
-        self.push(zone, minute, |w| row.write(w));
-    }
-
-    pub fn push_security(&mut self, threat: Threat, minute: Minute, row: &SecurityRow) {
-        self.push(threat.as_str(), minute, |w| row.write(w));
     }
 
     /// The statement parameters, in [`Family::upsert`]'s order.
@@ -312,6 +316,25 @@ impl Rows {
         }
         params
     }
+}
+
+/// Rows keyed by (key, minute), merged by (key, the bucket at `resolution`
+/// holding the minute); a bucket of one minute row borrows it.
+fn rolled_up<'a, R: Clone + 'a>(
+    rows: impl Iterator<Item = (&'a str, Minute, &'a R)>,
+    resolution: Resolution,
+    merge: impl Fn(&mut R, &R),
+) -> BTreeMap<(&'a str, Minute), Cow<'a, R>> {
+    let mut merged = BTreeMap::new();
+    for (key, minute, row) in rows {
+        match merged.entry((key, resolution.bucket(minute))) {
+            Entry::Vacant(e) => {
+                e.insert(Cow::Borrowed(row));
+            }
+            Entry::Occupied(mut e) => merge(e.get_mut().to_mut(), row),
+        }
+    }
+    merged
 }
 
 /// Appends one row's values, column by column; a value of the wrong kind
@@ -454,6 +477,16 @@ pub enum Resolution {
 
 impl Resolution {
     pub const ALL: [Resolution; 3] = [Resolution::Minute, Resolution::Hour, Resolution::Day];
+
+    /// The first minute of the bucket at this resolution holding `minute`.
+    pub fn bucket(self, minute: Minute) -> Minute {
+        let length = match self {
+            Resolution::Minute => 1,
+            Resolution::Hour => 60,
+            Resolution::Day => 24 * 60,
+        };
+        minute - minute.rem_euclid(length)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -695,32 +728,132 @@ mod tests {
     fn upserts_name_every_column_once_with_its_merge() {
         let sql = Family::Zone.upsert(Resolution::Hour);
         assert!(sql.starts_with("INSERT INTO sluice_rollup_hour AS t (zone, bucket, requests,"));
-        assert!(sql.contains("date_trunc('hour', d.bucket, 'UTC')"));
         assert!(sql.contains(&format!("${}::text[]", ZONE_COLUMNS.len() + 2)));
         assert!(sql.contains("uniques = hll_union(t.uniques, EXCLUDED.uniques)"));
         assert!(sql.contains("requests = t.requests + EXCLUDED.requests"));
         assert!(sql.contains(&format!(
-            "sluice_top(sluice_sum_counts(d.top_paths::jsonb), {TOP_K})"
+            "top_paths = sluice_top(sluice_add_counts(t.top_paths, EXCLUDED.top_paths), {TOP_K})"
         )));
         let sql = Family::Security.upsert(Resolution::Minute);
         assert!(sql.contains("ON CONFLICT (attack_type, bucket)"));
-        // Minute deltas are sent once per (key, minute): no grouping.
+        // One row per key and bucket is sent: no grouping in SQL.
         assert!(sql.contains("SELECT d.attack_type, d.bucket, d.requests::bigint, d.zones::hll,"));
         assert!(!sql.contains("GROUP BY") && !sql.contains("sluice_sum_counts"));
-        assert!(Family::Security
-            .upsert(Resolution::Day)
-            .contains("GROUP BY 1, 2"));
     }
 
     #[test]
-    fn rows_hold_one_value_per_column() {
-        let mut rows = Rows::new(Family::Zone);
-        rows.push_zone("a.example", 7, &ZoneRow::default());
-        rows.push_zone("b.example", 7, &ZoneRow::default());
-        let params = rows.params();
-        assert_eq!(params.len(), ZONE_COLUMNS.len() + 2);
-        let mut rows = Rows::new(Family::Security);
-        rows.push_security(Threat::Xss, 7, &SecurityRow::default());
-        assert_eq!(rows.params().len(), SECURITY_COLUMNS.len() + 2);
+    fn buckets_start_their_hour_and_day_also_before_the_epoch() {
+        let minute = days_from_civil(2026, 11, 22) * 1440 + 13 * 60 + 45;
+        assert_eq!(Resolution::Minute.bucket(minute), minute);
+        assert_eq!(Resolution::Hour.bucket(minute), minute - 45);
+        assert_eq!(Resolution::Day.bucket(minute), minute - 13 * 60 - 45);
+        assert_eq!(Resolution::Hour.bucket(-1), -60);
+        assert_eq!(Resolution::Day.bucket(-1), -1440);
+    }
+
+    use schemas::{CacheStatus, Method, Record, Scheme, TlsProtocol};
+
+    /// Varied records over three zones, two hours and a day boundary:
+    /// statuses, countries, clients, paths, agents, attacks.
+    fn records() -> Vec<Record<'static>> {
+        const ZONES: [&str; 3] = ["a.example", "b.example", "c.example"];
+        const PATHS: [&str; 5] = [
+            "/",
+            "/index.html",
+            "/app.js",
+            "/search?q=1%27%20OR%201=1--",
+            "/../../etc/passwd",
+        ];
+        const AGENTS: [&str; 3] = [
+            "Mozilla/5.0 (X11; Linux x86_64; rv:124.0) Gecko/20100101 Firefox/124.0",
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "sqlmap/1.7.2#stable (https://sqlmap.org)",
+        ];
+        const COUNTRIES: [&str; 4] = ["de", "US", "", "fr"];
+        // 23:00 UTC, so the records reach into the next day.
+        let start_ns = (days_from_civil(2026, 11, 22) * 1440 + 23 * 60) * 60_000_000_000;
+        (0..600u32)
+            .map(|i| Record {
+                zone: ZONES[i as usize % 3],
+                timestamp_ns: start_ns + i64::from(i) * 13_000_000_000,
+                status: [200, 304, 404, 500][i as usize % 4],
+                response_bytes: u64::from(i * 37 % 5000),
+                path: PATHS[i as usize % 5],
+                content_type: ["text/html", "application/javascript"][i as usize % 2],
+                country: COUNTRIES[i as usize % 4],
+                user_agent: AGENTS[i as usize % 3],
+                client_ip: Some(std::net::IpAddr::from([
+                    10,
+                    0,
+                    (i % 7) as u8,
+                    (i % 251) as u8,
+                ])),
+                scheme: [Scheme::Https, Scheme::Http][i as usize % 2],
+                tls_protocol: TlsProtocol::Tls13,
+                cache_status: [CacheStatus::Hit, CacheStatus::Miss][i as usize % 2],
+                method: Method::Get,
+                request_time_us: i * 997 % 200_000,
+                ..Record::default()
+            })
+            .collect()
+    }
+
+    fn pending_of(records: &[Record<'_>]) -> Pending {
+        let mut pending = Pending::default();
+        let mut scratch = crate::rollup::Scratch::default();
+        for record in records {
+            let facts = crate::rollup::Facts {
+                minute: crate::rollup::minute_of(record.timestamp_ns),
+                class: crate::classify::client::client_class(record.user_agent),
+                threats: crate::classify::threat::classify(record),
+            };
+            pending.add(record, &facts, &mut scratch);
+        }
+        pending
+    }
+
+    /// Everything a table would receive, comparable.
+    fn sent(pending: &Pending) -> Vec<String> {
+        let mut sent = Vec::new();
+        for family in Family::ALL {
+            for resolution in Resolution::ALL {
+                let rows = Rows::of(pending, family, resolution);
+                sent.push(format!("{family:?} {resolution:?} {} rows", rows.len()));
+                sent.push(format!("{:?} {:?}", rows.keys, rows.buckets));
+                sent.extend(rows.values.iter().map(|v| format!("{v:?}")));
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn rows_merged_in_rust_equal_rows_of_all_the_records() {
+        let records = records();
+        let all = pending_of(&records);
+        // Whole hours and days, one row per key and bucket.
+        let hours = Rows::of(&all, Family::Zone, Resolution::Hour);
+        let days = Rows::of(&all, Family::Zone, Resolution::Day);
+        assert_eq!(hours.len(), 3 * 3, "3 zones × 23:00, 00:00, 01:00");
+        assert_eq!(days.len(), 3 * 2, "3 zones × two days");
+        assert!(Rows::of(&all, Family::Security, Resolution::Hour).len() >= 2);
+
+        // A pending filled in two parts and merged (a failed flush and the
+        // one after it) sends exactly what one pending of all records
+        // sends, at every resolution. Fewer than TOP_K keys per summary, so
+        // even the top-N are exact.
+        for split in [1, 299, 300, 599] {
+            let mut merged = pending_of(&records[..split]);
+            merged.merge(pending_of(&records[split..]));
+            assert_eq!(sent(&merged), sent(&all), "split at {split}");
+        }
+        // And the hour rows are the merge of their minutes, row by row.
+        let minutes = Rows::of(&all, Family::Zone, Resolution::Minute);
+        let requests = |rows: &Rows| match &rows.values[0] {
+            Values::Counter(v) => v.iter().sum::<i64>(),
+            _ => unreachable!("requests is a counter"),
+        };
+        assert_eq!(requests(&minutes), 600);
+        assert_eq!(requests(&hours), 600);
+        assert_eq!(requests(&days), 600);
     }
 }

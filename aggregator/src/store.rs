@@ -210,22 +210,11 @@ impl Shard {
     /// partition, up to when this process has applied everything Kafka had.
     pub async fn flush(&self, flush: &Flush<'_>) -> Result<u64, StoreError> {
         let pending = flush.pending;
-        let mut tables = Vec::new();
-        let mut zone_rows = Rows::new(Family::Zone);
-        for (zone, minutes) in &pending.zones {
-            for (minute, row) in &minutes.minutes {
-                zone_rows.push_zone(zone, *minute, row);
-            }
-        }
-        let mut security_rows = Rows::new(Family::Security);
-        for ((minute, threat), row) in &pending.security {
-            security_rows.push_security(*threat, *minute, row);
-        }
-        for rows in [&zone_rows, &security_rows] {
-            if !rows.is_empty() {
-                tables.push(rows);
-            }
-        }
+        let tables: Vec<Rows> = Family::ALL
+            .into_iter()
+            .flat_map(|family| Resolution::ALL.map(|r| Rows::of(pending, family, r)))
+            .filter(|rows| !rows.is_empty())
+            .collect();
         self.ensure_partitions(&tables).await?;
 
         let mut client = self.client().await?;
@@ -265,11 +254,8 @@ impl Shard {
 
         let mut upserted = 0;
         for rows in &tables {
-            let params = rows.params();
-            for resolution in Resolution::ALL {
-                let sql = rows.family().upsert(resolution);
-                upserted += tx.execute(&sql, &params).await.map_err(self.db())?;
-            }
+            let sql = rows.family().upsert(rows.resolution());
+            upserted += tx.execute(&sql, &rows.params()).await.map_err(self.db())?;
         }
 
         if !pending.late.is_empty() {
@@ -335,15 +321,17 @@ impl Shard {
         Ok(())
     }
 
-    /// Creates the partitions `tables`' rows need, at every resolution,
-    /// each once per process (the catalog is asked only for new ones).
-    async fn ensure_partitions(&self, tables: &[&Rows]) -> Result<(), StoreError> {
+    /// Creates the partitions `tables`' rows need, each once per process
+    /// (the catalog is asked only for new ones).
+    async fn ensure_partitions(&self, tables: &[Rows]) -> Result<(), StoreError> {
         let mut needed = BTreeSet::new();
         for rows in tables {
-            for minute in rows.minutes() {
-                for resolution in Resolution::ALL {
-                    needed.insert(partition_of(rows.family(), resolution, minute_at(minute)));
-                }
+            for bucket in rows.buckets() {
+                needed.insert(partition_of(
+                    rows.family(),
+                    rows.resolution(),
+                    minute_at(bucket),
+                ));
             }
         }
         let missing: Vec<Partition> = {
