@@ -10,6 +10,13 @@
 //!                                               every interval: flush shards
 //! ```
 //!
+//! A flush runs beside the core: at each tick the core hands every shard's
+//! [`Pending`] to a flush task and goes on applying messages into fresh
+//! ones, so a slow database costs latency, not throughput. One flush is in
+//! flight at a time; a shard whose flush failed gets its rows back, merged
+//! with what came meanwhile, and the next tick retries. A rebalance and
+//! shutdown wait for the flush in flight and then flush the rest.
+//!
 //! Exactly-once rests on the shards, not on Kafka's committed offsets: those
 //! are written after each flush only so that standard lag tooling (and the
 //! [`GroupWatchdog`]) can see progress, and are never read back. Per shard and partition the core knows the
@@ -44,7 +51,7 @@ use tracing::{debug, error, info, warn};
 use crate::classify::client::ClientCache;
 use crate::classify::threat::{classify_with_client, Threat, Threats};
 use crate::config::{Config, RollupConfig};
-use crate::dedup::{Seen, Windows};
+use crate::dedup::{Seen, Window, Windows};
 use crate::metrics::Metrics;
 use crate::rollup::{minute_of, Facts, Minute, Pending, Scratch};
 use crate::schema::minute_start;
@@ -263,6 +270,7 @@ pub fn start(
         commands: command_tx,
         metrics,
         rollup: BatchRollup::new(config.shards.iter().map(|s| s.name.clone()), &config.rollup),
+        flushing: None,
     };
     let interval = config.flush.interval();
     let core = tokio::spawn(core.run(events_rx, interval));
@@ -452,6 +460,8 @@ impl GroupWatchdog {
 struct ShardState {
     /// Positions stored in the shard, as last read or written by us.
     stored: BTreeMap<i32, i64>,
+    /// Positions of the flush in flight, if one is.
+    storing: BTreeMap<i32, i64>,
     pending: Pending,
     windows: Windows,
 }
@@ -462,10 +472,24 @@ impl ShardState {
         self.pending
             .positions
             .get(&partition)
+            .or_else(|| self.storing.get(&partition))
             .or_else(|| self.stored.get(&partition))
             .copied()
     }
 }
+
+/// What one flush writes to one shard, owned by the flush task.
+struct FlushJob {
+    pending: Pending,
+    windows: Vec<((String, u64), Window)>,
+    /// The stored positions the flush compares-and-sets against.
+    known: BTreeMap<i32, i64>,
+    /// Partitions with nothing new, whose `complete_until` alone moves.
+    idle: Vec<(i32, i64, SystemTime)>,
+}
+
+/// A flush task's answer: per shard, its job and how it went.
+type FlushOutcome = Vec<(FlushJob, Result<u64, StoreError>)>;
 
 struct Core {
     topic: String,
@@ -478,6 +502,8 @@ struct Core {
     commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     rollup: BatchRollup,
+    /// The flush in flight.
+    flushing: Option<tokio::task::JoinHandle<FlushOutcome>>,
 }
 
 impl AsMut<Pending> for ShardState {
@@ -671,7 +697,14 @@ impl Core {
                     Some(event) => self.handle(event).await,
                     None => break,
                 },
-                _ = tick.tick() => self.flush().await,
+                outcome = flushed(&mut self.flushing) => {
+                    self.flushing = None;
+                    self.finish_flush(outcome).await;
+                }
+                // With a flush still in flight, this tick's is skipped.
+                _ = tick.tick() => if self.flushing.is_none() {
+                    self.start_flush();
+                },
             }
         }
         self.flush().await;
@@ -701,6 +734,7 @@ impl Core {
                 }
             }
             Event::Assigned { partitions, reply } => {
+                self.settle().await;
                 self.assigned.extend(partitions);
                 let seek = self.restart().await;
                 let _ = reply.send(seek);
@@ -777,66 +811,109 @@ impl Core {
         self.metrics.batches_consumed.inc();
     }
 
-    /// Writes every shard's pending data, each shard in its own transaction.
+    /// Writes every shard's pending data, each shard in its own
+    /// transaction, and waits: the flush in flight first, then the rest.
     async fn flush(&mut self) {
-        let topic = &self.topic;
-        let started = Instant::now();
+        self.settle().await;
+        self.start_flush();
+        self.settle().await;
+    }
+
+    /// Waits for the flush in flight, if any, and takes in its outcome.
+    async fn settle(&mut self) {
+        if let Some(flushing) = self.flushing.take() {
+            let outcome = flushed(&mut Some(flushing)).await;
+            self.finish_flush(outcome).await;
+        }
+    }
+
+    /// Hands every shard's pending data to a flush task; the core goes on
+    /// with empty pendings. Call only with no flush in flight.
+    fn start_flush(&mut self) {
+        assert!(self.flushing.is_none(), "one flush at a time");
         let fresh: BTreeMap<i32, SystemTime> = self
             .progress
             .iter()
             .filter_map(|(p, progress)| Some((*p, progress.complete_until()?)))
             .collect();
-        let fresh = &fresh;
-        let results =
-            futures::future::join_all(self.shards.iter().zip(self.states.iter_mut()).map(
-                |(shard, state)| async move {
-                    let windows = state.windows.dirty();
-                    // Partitions with nothing new only move their
-                    // `complete_until`.
-                    let idle: Vec<(i32, i64, SystemTime)> = fresh
+        let jobs: Vec<FlushJob> = self
+            .states
+            .iter_mut()
+            .map(|state| {
+                let pending = std::mem::take(&mut state.pending);
+                state.storing = pending.positions.clone();
+                FlushJob {
+                    idle: fresh
                         .iter()
-                        .filter(|(p, _)| !state.pending.positions.contains_key(p))
+                        .filter(|(p, _)| !pending.positions.contains_key(p))
                         .filter_map(|(p, at)| Some((*p, *state.stored.get(p)?, *at)))
-                        .collect();
-                    shard.touch(topic, &idle).await?;
-                    if state.pending.is_empty() && windows.is_empty() {
-                        return Ok(0);
+                        .collect(),
+                    pending,
+                    windows: state.windows.take_dirty(),
+                    known: state.stored.clone(),
+                }
+            })
+            .collect();
+        let shards = self.shards.clone();
+        let topic = self.topic.clone();
+        let metrics = self.metrics.clone();
+        self.flushing = Some(tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = futures::future::join_all(shards.iter().zip(jobs).map(|(shard, job)| {
+                let (topic, fresh) = (&topic, &fresh);
+                async move {
+                    let result = async {
+                        shard.touch(topic, &job.idle).await?;
+                        if job.pending.is_empty() && job.windows.is_empty() {
+                            return Ok(0);
+                        }
+                        shard
+                            .flush(&Flush {
+                                topic,
+                                pending: &job.pending,
+                                known: &job.known,
+                                fresh,
+                                windows: &job.windows,
+                            })
+                            .await
                     }
-                    let rows = shard
-                        .flush(&Flush {
-                            topic,
-                            pending: &state.pending,
-                            known: &state.stored,
-                            fresh,
-                            windows: &windows,
-                        })
-                        .await?;
-                    state
-                        .stored
-                        .extend(std::mem::take(&mut state.pending.positions));
-                    state.pending.clear_rows();
-                    state.windows.clear_dirty();
-                    Ok::<_, StoreError>(rows)
-                },
-            ))
+                    .await;
+                    (job, result)
+                }
+            }))
             .await;
-        self.metrics
-            .flush_seconds
-            .observe(started.elapsed().as_secs_f64());
+            metrics
+                .flush_seconds
+                .observe(started.elapsed().as_secs_f64());
+            outcome
+        }));
+    }
+
+    /// Takes in a finished flush: stored positions move where it
+    /// succeeded; a shard that failed gets its rows and windows back,
+    /// merged with what came meanwhile; a fenced shard restarts everything.
+    async fn finish_flush(&mut self, outcome: FlushOutcome) {
         let mut fenced = false;
-        for result in results {
+        for (state, (job, result)) in self.states.iter_mut().zip(outcome) {
+            state.storing.clear();
             match result {
                 Ok(rows) => {
                     self.metrics.rows_upserted.inc_by(rows);
+                    state.stored.extend(job.pending.positions);
                 }
                 Err(e @ StoreError::Fenced { .. }) => {
                     warn!("{e}; reloading");
                     fenced = true;
                 }
                 Err(e) => {
-                    // Kept pending; the next tick retries.
+                    // Kept; the next tick retries.
                     warn!("flush failed, will retry: {e}");
                     self.metrics.flush_errors.inc();
+                    let newer = std::mem::replace(&mut state.pending, job.pending);
+                    state.pending.merge(newer);
+                    state
+                        .windows
+                        .restore_dirty(job.windows.into_iter().map(|(key, _)| key));
                 }
             }
         }
@@ -901,6 +978,7 @@ impl Core {
             .into_iter()
             .map(|(stored, windows)| ShardState {
                 stored,
+                storing: BTreeMap::new(),
                 pending: Pending::default(),
                 windows: Windows::from_stored(windows),
             })
@@ -918,6 +996,23 @@ impl Core {
         info!(?seek, "resuming from the shards' stored positions");
         seek
     }
+}
+
+/// The outcome of the flush in `flushing`; never ready without one (nor
+/// when the runtime cancelled the task, shutting down). A flush task that
+/// panicked is a bug: the panic goes on here.
+async fn flushed(flushing: &mut Option<tokio::task::JoinHandle<FlushOutcome>>) -> FlushOutcome {
+    if let Some(task) = flushing {
+        match task.await {
+            Ok(outcome) => return outcome,
+            Err(e) => {
+                if let Ok(panic) = e.try_into_panic() {
+                    std::panic::resume_unwind(panic);
+                }
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// A zone's key in the per-batch flood counts: its 64-bit hash, so the

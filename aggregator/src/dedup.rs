@@ -144,18 +144,21 @@ impl Windows {
         seen
     }
 
-    /// The windows changed since the last [`clear_dirty`](Self::clear_dirty),
-    /// to be written in the next flush.
-    pub fn dirty(&self) -> Vec<((String, u64), Window)> {
-        self.dirty
-            .iter()
-            .map(|key| (key.clone(), self.windows[key].clone()))
+    /// The windows changed since the last call, as they are now, for the
+    /// flush about to be written; they count as clean from here on.
+    pub fn take_dirty(&mut self) -> Vec<((String, u64), Window)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|key| {
+                let window = self.windows[&key].clone();
+                (key, window)
+            })
             .collect()
     }
 
-    /// Called once a flush holding [`dirty`](Self::dirty) has committed.
-    pub fn clear_dirty(&mut self) {
-        self.dirty.clear();
+    /// Marks windows dirty again, after the flush that took them failed.
+    pub fn restore_dirty(&mut self, taken: impl IntoIterator<Item = (String, u64)>) {
+        self.dirty.extend(taken);
     }
 }
 
@@ -205,11 +208,25 @@ mod tests {
         assert_eq!(ws.insert("edge-a", 7, 1), Seen::New);
         assert_eq!(ws.insert("edge-a", 7, 1), Seen::Duplicate);
         assert_eq!(ws.insert("edge-b", 7, 5000), Seen::New);
-        assert_eq!(ws.dirty().len(), 2);
-        ws.clear_dirty();
-        assert!(ws.dirty().is_empty());
+        let taken = ws.take_dirty();
+        assert_eq!(taken.len(), 2);
+        assert!(ws.take_dirty().is_empty());
         assert_eq!(ws.insert("edge-b", 7, 4990), Seen::New);
-        assert_eq!(ws.dirty().len(), 1);
+        // A failed flush gives back what it took; a later change is kept.
+        ws.restore_dirty(taken.into_iter().map(|(key, _)| key));
+        let again = ws.take_dirty();
+        assert_eq!(again.len(), 2);
+        let mut edge_b = again
+            .iter()
+            .find(|(key, _)| key.0 == "edge-b")
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(
+            edge_b.insert(4990),
+            Seen::Duplicate,
+            "the window as it is now"
+        );
     }
 
     proptest! {
