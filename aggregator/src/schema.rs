@@ -10,14 +10,18 @@
 //! | security   | (attack_type, bucket)| `sluice_security_{minute,hour,day}`      |
 //!
 //! `bucket` is the start of the minute, hour or day, in UTC. One flush
-//! sends each family's rows at every resolution: its minute rows as they
+//! writes each family's rows at every resolution: its minute rows as they
 //! are, and the same rows merged in Rust into their hours and days
-//! ([`Rows::of`]); each statement merges one row per key and bucket into
-//! what is stored. So an hour row is always the merge of its minutes,
-//! written in the same transaction — there is no rollup job that could
-//! lag or run twice.
+//! ([`Rows::of`]). Each set is merged with what is stored *in Rust* too:
+//! the flush locks the rows it touches ([`Rows::lock_keys`]), reads them
+//! ([`Family::select_stored`]), merges ([`Rows::merge_stored`]) and writes
+//! the result back ([`Family::write`]). So an hour row is always the merge
+//! of its minutes, written in the same transaction — there is no rollup
+//! job that could lag or run twice — and PostgreSQL does no per-key JSON
+//! work in a flush (its merge functions took three quarters of its time).
 //!
-//! How each kind of column merges, in Rust and in SQL alike:
+//! How each kind of column merges — in Rust at a flush, and with the SQL
+//! functions of `sql/sketch_functions.sql` for queries that merge rows:
 //!
 //! | [`Kind`]  | SQL type | merge                                             |
 //! |-----------|----------|---------------------------------------------------|
@@ -43,6 +47,7 @@ use crate::classify::threat::Threat;
 use crate::rollup::{
     Counts, Minute, Pending, SecurityRow, Traffic, ZoneRow, METHODS, OTHER, TLS_PROTOCOLS, TOP_K,
 };
+use crate::sketch::hll::Hll;
 
 /// How a column merges; see the module doc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,15 +77,12 @@ impl Kind {
         }
     }
 
-    /// Merges a stored value with a new one.
-    fn merge(self, col: &str) -> String {
+    /// The stored value as [`Family::select_stored`] reads it.
+    fn select(self, col: &str) -> String {
         match self {
-            Kind::Counter => format!("{col} = t.{col} + EXCLUDED.{col}"),
-            Kind::Counts => format!("{col} = sluice_add_counts(t.{col}, EXCLUDED.{col})"),
-            Kind::Hll => format!("{col} = hll_union(t.{col}, EXCLUDED.{col})"),
-            Kind::Top => {
-                format!("{col} = sluice_top(sluice_add_counts(t.{col}, EXCLUDED.{col}), {TOP_K})")
-            }
+            Kind::Counter => format!("t.{col}"),
+            Kind::Counts | Kind::Top => format!("t.{col}::text"),
+            Kind::Hll => format!("hll_send(t.{col})"),
         }
     }
 }
@@ -170,16 +172,35 @@ impl Family {
         format!("{}_{}", self.prefix(), resolution.name())
     }
 
-    /// The statement that merges rows into this family's table at
-    /// `resolution`, one row per key and bucket. Parameters: `$1` keys
-    /// (text[]), `$2` bucket starts (timestamptz[]), then one array per
-    /// value column.
-    pub fn upsert(self, resolution: Resolution) -> String {
+    /// The statement that reads the stored rows among `$1` keys (text[])
+    /// and `$2` bucket starts (timestamptz[]) at `resolution`: key, bucket,
+    /// then the value columns in order.
+    pub fn select_stored(self, resolution: Resolution) -> String {
+        let key = self.key();
+        let values: Vec<String> = self
+            .columns()
+            .iter()
+            .map(|c| c.kind.select(c.name))
+            .collect();
+        format!(
+            "SELECT t.{key}, t.bucket, {values}\nFROM {table} AS t\n\
+             JOIN unnest($1::text[], $2::timestamptz[]) AS d({key}, bucket)\n\
+             ON t.{key} = d.{key} AND t.bucket = d.bucket",
+            values = values.join(", "),
+            table = self.table(resolution),
+        )
+    }
+
+    /// The statement that writes rows — already merged with what was
+    /// stored — into this family's table at `resolution`, replacing
+    /// stored values. Parameters: `$1` keys (text[]), `$2` bucket starts
+    /// (timestamptz[]), then one array per value column.
+    pub fn write(self, resolution: Resolution) -> String {
         let columns = self.columns();
         let key = self.key();
         let names: Vec<&str> = columns.iter().map(|c| c.name).collect();
         let mut sql = format!(
-            "INSERT INTO {table} AS t ({key}, bucket, {names})\nSELECT d.{key}, d.bucket",
+            "INSERT INTO {table} ({key}, bucket, {names})\nSELECT d.{key}, d.bucket",
             table = self.table(resolution),
             names = names.join(", "),
         );
@@ -196,10 +217,25 @@ impl Family {
             names.join(", "),
         )
         .unwrap();
-        let merges: Vec<String> = columns.iter().map(|c| c.kind.merge(c.name)).collect();
-        sql.push_str(&merges.join(", "));
+        let sets: Vec<String> = names
+            .iter()
+            .map(|name| format!("{name} = EXCLUDED.{name}"))
+            .collect();
+        sql.push_str(&sets.join(", "));
         sql
     }
+}
+
+/// A stored value that cannot be read back or merged: the flush fails
+/// (and is retried) rather than write over it.
+#[derive(Debug, thiserror::Error)]
+#[error("{table} ({key}, {bucket}): column {column}: {reason}")]
+pub struct Unreadable {
+    pub table: String,
+    pub key: String,
+    pub bucket: String,
+    pub column: &'static str,
+    pub reason: String,
 }
 
 /// The column values of a set of rows of one table, ready to be sent.
@@ -304,7 +340,12 @@ impl Rows {
         );
     }
 
-    /// The statement parameters, in [`Family::upsert`]'s order.
+    /// The parameters of [`Family::select_stored`]: keys and bucket starts.
+    pub fn key_params(&self) -> [&(dyn ToSql + Sync); 2] {
+        [&self.keys, &self.buckets]
+    }
+
+    /// The parameters of [`Family::write`], in its order.
     pub fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![&self.keys, &self.buckets];
         for values in &self.values {
@@ -316,6 +357,101 @@ impl Rows {
         }
         params
     }
+}
+
+impl Rows {
+    /// Advisory-lock keys of these rows: a stable 64-bit hash of table,
+    /// key and bucket. Every writer of rollup rows takes them, sorted, in
+    /// one statement before reading the rows; so no two flushes
+    /// (or a flush and a replay) merge into the same row at once, and
+    /// none waits for another in a cycle. A collision costs a wait, never
+    /// correctness.
+    pub fn lock_keys(&self) -> impl Iterator<Item = i64> + '_ {
+        let table = self.family.table(self.resolution);
+        self.keys
+            .iter()
+            .zip(&self.buckets)
+            .map(move |(key, bucket)| {
+                let mut bytes = Vec::with_capacity(table.len() + key.len() + 10);
+                bytes.extend_from_slice(table.as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(key.as_bytes());
+                bytes.push(0);
+                bytes.extend_from_slice(&minute_at(*bucket).to_be_bytes());
+                crate::sketch::hll::hash(&bytes) as i64
+            })
+    }
+
+    /// Merges stored rows, as [`Family::select_stored`] read them, into
+    /// these rows; rows not stored are left as they are.
+    pub fn merge_stored(&mut self, stored: &[tokio_postgres::Row]) -> Result<(), Unreadable> {
+        let index: std::collections::HashMap<(&str, SystemTime), usize> = self
+            .keys
+            .iter()
+            .zip(&self.buckets)
+            .enumerate()
+            .map(|(i, (key, bucket))| ((key.as_str(), *bucket), i))
+            .collect();
+        let columns = self.family.columns();
+        for row in stored {
+            let (key, bucket): (&str, SystemTime) = (row.get(0), row.get(1));
+            let Some(&i) = index.get(&(key, bucket)) else {
+                continue;
+            };
+            for (c, (column, values)) in columns.iter().zip(&mut self.values).enumerate() {
+                let merged = match values {
+                    Values::Counter(v) => {
+                        v[i] = v[i].saturating_add(row.get::<_, i64>(c + 2));
+                        Ok(())
+                    }
+                    Values::Json(v) => {
+                        let top = (column.kind == Kind::Top).then_some(TOP_K);
+                        add_counts(row.get(c + 2), &v[i], top).map(|sum| v[i] = sum)
+                    }
+                    Values::Hll(v) => Hll::from_bytes(row.get(c + 2))
+                        .and_then(|mut sum| {
+                            sum.merge(&Hll::from_bytes(&v[i])?);
+                            Ok(sum.to_bytes())
+                        })
+                        .map(|sum| v[i] = sum)
+                        .map_err(|e| e.to_string()),
+                };
+                merged.map_err(|reason| Unreadable {
+                    table: self.family.table(self.resolution),
+                    key: key.to_owned(),
+                    bucket: humantime::format_rfc3339(bucket).to_string(),
+                    column: column.name,
+                    reason,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The key-wise sum of two JSON objects of counts, and with `top`, only
+/// its `top` largest entries (count descending, then key bytewise): what
+/// `sluice_add_counts` and `sluice_top` compute in SQL.
+fn add_counts(stored: &str, delta: &str, top: Option<usize>) -> Result<String, String> {
+    let parse = |text: &str| {
+        serde_json::from_str::<BTreeMap<String, i64>>(text)
+            .map_err(|e| format!("not a JSON object of counts ({e}): {text:.80}"))
+    };
+    let mut sum = parse(stored)?;
+    for (key, n) in parse(delta)? {
+        let count = sum.entry(key).or_default();
+        *count = count.saturating_add(n);
+    }
+    let json = match top {
+        Some(k) if sum.len() > k => {
+            let mut entries: Vec<(String, i64)> = sum.into_iter().collect();
+            entries.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            entries.truncate(k);
+            serde_json::to_string(&entries.into_iter().collect::<BTreeMap<_, _>>())
+        }
+        _ => serde_json::to_string(&sum),
+    };
+    Ok(json.expect("a map of strings to integers serialises"))
 }
 
 /// Rows keyed by (key, minute), merged by (key, the bucket at `resolution`
@@ -725,20 +861,57 @@ mod tests {
     }
 
     #[test]
-    fn upserts_name_every_column_once_with_its_merge() {
-        let sql = Family::Zone.upsert(Resolution::Hour);
-        assert!(sql.starts_with("INSERT INTO sluice_rollup_hour AS t (zone, bucket, requests,"));
+    fn statements_name_every_column_once() {
+        let sql = Family::Zone.write(Resolution::Hour);
+        assert!(sql.starts_with("INSERT INTO sluice_rollup_hour (zone, bucket, requests,"));
         assert!(sql.contains(&format!("${}::text[]", ZONE_COLUMNS.len() + 2)));
-        assert!(sql.contains("uniques = hll_union(t.uniques, EXCLUDED.uniques)"));
-        assert!(sql.contains("requests = t.requests + EXCLUDED.requests"));
-        assert!(sql.contains(&format!(
-            "top_paths = sluice_top(sluice_add_counts(t.top_paths, EXCLUDED.top_paths), {TOP_K})"
-        )));
-        let sql = Family::Security.upsert(Resolution::Minute);
-        assert!(sql.contains("ON CONFLICT (attack_type, bucket)"));
-        // One row per key and bucket is sent: no grouping in SQL.
+        assert!(
+            sql.contains("ON CONFLICT (zone, bucket) DO UPDATE SET requests = EXCLUDED.requests,")
+        );
+        assert!(sql.ends_with("top_client_ips = EXCLUDED.top_client_ips"));
+        for c in ZONE_COLUMNS {
+            assert_eq!(
+                sql.matches(&format!(" {c} = EXCLUDED.{c}", c = c.name))
+                    .count(),
+                1
+            );
+        }
+        let sql = Family::Security.write(Resolution::Minute);
         assert!(sql.contains("SELECT d.attack_type, d.bucket, d.requests::bigint, d.zones::hll,"));
-        assert!(!sql.contains("GROUP BY") && !sql.contains("sluice_sum_counts"));
+        let sql = Family::Security.select_stored(Resolution::Day);
+        assert!(sql.starts_with(
+            "SELECT t.attack_type, t.bucket, t.requests, hll_send(t.zones), t.requests_country::text,"
+        ));
+        assert!(sql.contains("FROM sluice_security_day AS t"));
+    }
+
+    #[test]
+    fn counts_add_key_wise_and_top_keeps_the_largest_ties_by_key() {
+        assert_eq!(
+            add_counts(r#"{"a": 1, "b": 2}"#, r#"{"b": 3, "c": 4}"#, None).unwrap(),
+            r#"{"a":1,"b":5,"c":4}"#
+        );
+        assert_eq!(add_counts("{}", "{}", None).unwrap(), "{}");
+        // 5, 4, 4, 4: the two largest are b and, of the ties, "B" < "c" < "d" bytewise.
+        assert_eq!(
+            add_counts(r#"{"b": 5, "d": 4}"#, r#"{"c": 4, "B": 4}"#, Some(2)).unwrap(),
+            r#"{"B":4,"b":5}"#
+        );
+        assert!(add_counts(r#"{"a": "x"}"#, "{}", None).is_err());
+        assert!(add_counts("[1]", "{}", None).is_err());
+    }
+
+    #[test]
+    fn lock_keys_differ_by_table_key_and_bucket() {
+        let pending = pending_of(&records());
+        let mut keys = Vec::new();
+        for family in Family::ALL {
+            for resolution in Resolution::ALL {
+                keys.extend(Rows::of(&pending, family, resolution).lock_keys());
+            }
+        }
+        let distinct: std::collections::BTreeSet<i64> = keys.iter().copied().collect();
+        assert_eq!(distinct.len(), keys.len());
     }
 
     #[test]

@@ -42,7 +42,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("shard {shard}: {source}")]
+    #[error("shard {shard}: {}", detail(source))]
     Db {
         shard: String,
         source: tokio_postgres::Error,
@@ -51,12 +51,26 @@ pub enum StoreError {
     Pool { shard: String, reason: String },
     #[error("shard {shard}: bad DSN: {reason}")]
     Dsn { shard: String, reason: String },
+    #[error("shard {shard}: {source}")]
+    Unreadable {
+        shard: String,
+        source: Box<crate::schema::Unreadable>,
+    },
     #[error("shard {shard}: partition {partition} was moved by another consumer (expected {expected:?})")]
     Fenced {
         shard: String,
         partition: i32,
         expected: Option<i64>,
     },
+}
+
+/// What went wrong, with the server's message when there is one
+/// (`tokio_postgres::Error` alone says only "db error").
+fn detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => error.to_string(),
+    }
 }
 
 /// One shard's connection pool.
@@ -252,10 +266,33 @@ impl Shard {
             }
         }
 
+        // Lock every row this flush merges into, in one sorted pass, then
+        // read, merge and write each table's rows (see crate::schema).
+        let mut locks: Vec<i64> = tables.iter().flat_map(Rows::lock_keys).collect();
+        locks.sort_unstable();
+        locks.dedup();
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
+            &[&locks],
+        )
+        .await
+        .map_err(self.db())?;
         let mut upserted = 0;
-        for rows in &tables {
-            let sql = rows.family().upsert(rows.resolution());
-            upserted += tx.execute(&sql, &rows.params()).await.map_err(self.db())?;
+        for mut rows in tables {
+            let (family, resolution) = (rows.family(), rows.resolution());
+            let stored = tx
+                .query(&family.select_stored(resolution), &rows.key_params())
+                .await
+                .map_err(self.db())?;
+            rows.merge_stored(&stored)
+                .map_err(|e| StoreError::Unreadable {
+                    shard: self.name.clone(),
+                    source: Box::new(e),
+                })?;
+            upserted += tx
+                .execute(&family.write(resolution), &rows.params())
+                .await
+                .map_err(self.db())?;
         }
 
         if !pending.late.is_empty() {
