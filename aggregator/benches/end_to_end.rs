@@ -4,7 +4,7 @@
 //! tests do):
 //!
 //! ```text
-//! SLUICE_DEV_ENV=deploy/.dev/env cargo bench -p aggregator --bench end_to_end -- [--records N] [--rate R --seconds S]
+//! SLUICE_DEV_ENV=$PWD/deploy/.dev/env cargo bench -p aggregator --bench end_to_end -- [--records N] [--rate R --seconds S]
 //! ```
 //!
 //! Everything runs in a [`Sandbox`] of the process tests' harness: a fresh
