@@ -38,6 +38,8 @@ const MIGRATIONS: &[(i32, &str)] = &[
             include_str!("sql/0002_rollups.sql")
         ),
     ),
+    // sluice_cardinality; the file replaces every function it defines.
+    (3, include_str!("sql/sketch_functions.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 //! generated map reaches the cap); uniques exactly while a set is small
 //! enough for the HyperLogLog to be explicit. Per zone over the whole
 //! range: uniques within 2.5 % from 10 000 distinct addresses, SQL's
-//! `hll_cardinality(hll_union_agg(..))` agreeing with the Rust sketch's
+//! `sluice_cardinality(hll_union_agg(..))` agreeing with the Rust sketch's
 //! merge; p50/p90/p99 of request times within the latency sketch's
 //! relative accuracy, in SQL and in Rust. The ranking of the top 10 paths
 //! of a skewed zone; hour and day rows equal to the sum of their minutes,
@@ -119,7 +119,7 @@ fn the_rollups_equal_an_independent_reference() {
     for i in 0..sandbox.shards.len() {
         let per_zone = sandbox.query(
             i,
-            "SELECT zone, hll_cardinality(hll_union_agg(uniques)),
+            "SELECT zone, sluice_cardinality(hll_union_agg(uniques)),
                     sluice_sum_counts(latency)::text,
                     sluice_quantile(sluice_sum_counts(latency), 0.5),
                     sluice_quantile(sluice_sum_counts(latency), 0.9),
@@ -147,7 +147,7 @@ fn the_rollups_equal_an_independent_reference() {
             let rust_uniques = merged[&zone_name].cardinality();
             if sql_uniques.ceil() != rust_uniques as f64 {
                 failures.push(format!(
-                    "{zone_name}: SQL hll_cardinality(hll_union_agg(uniques)) = {sql_uniques}, the Rust merge says {rust_uniques}"
+                    "{zone_name}: SQL sluice_cardinality(hll_union_agg(uniques)) = {sql_uniques}, the Rust merge says {rust_uniques}"
                 ));
             }
             whole_range_hll.check(

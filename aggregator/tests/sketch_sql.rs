@@ -1,7 +1,8 @@
 //! The sketches against a real shard of the dev stack (`./deploy/dev test`
 //! points `SLUICE_DEV_ENV` at its env file): what Rust computes must be what
 //! PostgreSQL computes from the stored values — hashes equal to
-//! `hll_hash_bytea`, cardinalities equal to `hll_cardinality`, unions equal
+//! `hll_hash_bytea`, cardinalities equal to `sluice_cardinality` (and the
+//! extension's `hll_cardinality` to `Hll::cardinality_of_the_extension`), unions equal
 //! to `hll_union`, and the JSON sketches merged and read by
 //! `src/sql/sketch_functions.sql` exactly as by `src/sketch/`.
 //!
@@ -126,16 +127,29 @@ async fn hash_is_hll_hash_bytea() {
 
 #[tokio::test]
 #[ignore = "needs the dev stack (./deploy/dev test)"]
-async fn cardinality_is_hll_cardinality_in_every_representation() {
-    let client = connect().await;
-    // empty, explicit, explicit at its limit, sparse, dense.
-    for (n, kind) in [(0, 1), (1, 2), (700, 2), (1280, 2), (3000, 3), (100_000, 4)] {
+async fn cardinality_is_sluice_cardinality_in_every_representation() {
+    let mut client = connect().await;
+    let tx = with_functions(&mut client).await;
+    // empty, explicit, explicit at its limit, sparse, dense (also where the
+    // extension's own estimator runs high, 40,000–45,000).
+    let sets = [
+        (0, 1),
+        (1, 2),
+        (700, 2),
+        (1280, 2),
+        (3000, 3),
+        (40_000, 4),
+        (43_000, 4),
+        (100_000, 4),
+    ];
+    for (n, kind) in sets {
         let rust = hll_of(0..n);
         let bytes = rust.to_bytes();
         assert_eq!(bytes[0] & 0x0f, kind, "representation at {n}");
-        let row = client
+        let row = tx
             .query_one(
-                "SELECT hll_cardinality($1::bytea::hll),
+                "SELECT sluice_cardinality($1::bytea::hll),
+                        hll_cardinality($1::bytea::hll),
                         hll_add_agg(hll_hash_bytea(int8send(i)), 14, 5, -1, 1)::text,
                         hll_add_agg(hll_hash_bytea(int8send(i)), 14, 5, -1, 1) = $1::bytea::hll
                    FROM generate_series(0, $2::bigint - 1) AS i",
@@ -144,13 +158,19 @@ async fn cardinality_is_hll_cardinality_in_every_representation() {
             .await
             .unwrap();
         let sql_cardinality: Option<f64> = row.get(0);
-        let sql_built: Option<String> = row.get(1);
-        let same: Option<bool> = row.get(2);
-        // hll_cardinality does not round; Hll::cardinality rounds up.
+        let extension: Option<f64> = row.get(1);
+        let sql_built: Option<String> = row.get(2);
+        let same: Option<bool> = row.get(3);
+        // The SQL functions do not round; Hll's methods round up.
         assert_eq!(
             sql_cardinality.map(f64::ceil),
             Some(rust.cardinality() as f64),
-            "n = {n}"
+            "n = {n}: sluice_cardinality"
+        );
+        assert_eq!(
+            extension.map(f64::ceil),
+            Some(rust.cardinality_of_the_extension() as f64),
+            "n = {n}: hll_cardinality"
         );
         if n > 0 {
             // What SQL builds from the same values is what Rust built.
@@ -161,12 +181,27 @@ async fn cardinality_is_hll_cardinality_in_every_representation() {
         let error = (rust.cardinality() as f64 - n as f64).abs() / (n.max(1) as f64);
         assert!(error < 0.025, "n = {n}: {}", rust.cardinality());
     }
+    // A short dense body (trailing zero registers left out) and NULL.
+    let row = tx
+        .query_one(
+            "SELECT sluice_cardinality(hll_union(hll_empty(14, 5, -1, 1), $1::bytea::hll)),
+                    sluice_cardinality(NULL)",
+            &[&hll_of(0..100_000).to_bytes()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        row.get::<_, Option<f64>>(0).map(f64::ceil),
+        Some(hll_of(0..100_000).cardinality() as f64)
+    );
+    assert_eq!(row.get::<_, Option<f64>>(1), None);
 }
 
 #[tokio::test]
 #[ignore = "needs the dev stack (./deploy/dev test)"]
 async fn merge_is_hll_union() {
-    let client = connect().await;
+    let mut client = connect().await;
+    let tx = with_functions(&mut client).await;
     let ranges = [
         0..0,
         0..10,
@@ -180,9 +215,9 @@ async fn merge_is_hll_union() {
         for b in &ranges {
             let mut merged = hll_of(a.clone());
             merged.merge(&hll_of(b.clone()));
-            let row = client
+            let row = tx
                 .query_one(
-                    "SELECT hll_cardinality(hll_union($1::bytea::hll, $2::bytea::hll)),
+                    "SELECT sluice_cardinality(hll_union($1::bytea::hll, $2::bytea::hll)),
                             hll_union($1::bytea::hll, $2::bytea::hll)::text,
                             hll_union($1::bytea::hll, $2::bytea::hll) = $3::bytea::hll",
                     &[

@@ -1,12 +1,21 @@
 //! Unique counts: HyperLogLog in the storage format of the PostgreSQL `hll`
 //! extension, so that the aggregator writes `hll` values SQL can
-//! `hll_union` and `hll_cardinality`.
+//! `hll_union` and count.
 //!
 //! In: 64-bit hashes — [`hash`] of bytes, [`hash_ip`] of a client address —
 //! which are exactly what the extension's `hll_hash_bytea(bytes, 0)`
 //! computes: MurmurHash3 x64-128 with seed 0, first 64-bit word. Out:
 //! [`Hll::to_bytes`] for an `hll(14, 5, -1, 1)` column, and
-//! [`Hll::cardinality`], equal to `ceil(hll_cardinality(…))` of those bytes.
+//! [`Hll::cardinality`], equal to `ceil(sluice_cardinality(…))` of those
+//! bytes in SQL (`src/sql/sketch_functions.sql`).
+//!
+//! The count is not the extension's `hll_cardinality`: that uses the
+//! original HyperLogLog estimator, which switches from linear counting to
+//! the raw estimate at 2.5·m = 40,960 values and runs about 2 % high just
+//! above (mean +1.7 % at 40,000, +2.1 % at 42,000; most such sets miss
+//! ±2.5 %). We use Ertl's improved estimator ([`estimate`]), unbiased at
+//! every size; [`Hll::cardinality_of_the_extension`] keeps the other for
+//! comparison.
 //!
 //! Settings, fixed for every value we write (and required of every value we
 //! read, since only equal settings merge):
@@ -52,6 +61,63 @@ const EXPLICIT_MAX: usize = REGISTERS * REGWIDTH as usize / 8 / 8;
 const DENSE_BYTES: usize = REGISTERS * REGWIDTH as usize / 8;
 /// A sparse entry: register index, then its value.
 const SPARSE_BITS: usize = LOG2M as usize + REGWIDTH as usize;
+
+/// The largest register value: registers saturate at 2^regwidth − 1.
+const MAX_REGISTER: usize = (1 << REGWIDTH) - 1;
+
+/// Ertl's improved raw estimator ("New cardinality estimation algorithms
+/// for HyperLogLog sketches", 2017, algorithm 6) from the histogram of
+/// register values: `histogram[k]` registers hold k, the last entry
+/// counting saturated registers. Unbiased over the whole range, with no
+/// switch between estimators, at HyperLogLog's usual standard error
+/// 1.04/√m. `sluice_cardinality` in SQL does the same floating-point
+/// operations in the same order, so both give the same value.
+pub fn estimate(histogram: &[u32; MAX_REGISTER + 1]) -> f64 {
+    /// α∞ = 1 / (2 ln 2)
+    const ALPHA_INF: f64 = 0.721_347_520_444_481_7;
+    let m = REGISTERS as f64;
+    let q = MAX_REGISTER - 1;
+    let mut z = m * tau(1.0 - f64::from(histogram[q + 1]) / m);
+    for k in (1..=q).rev() {
+        z = 0.5 * (z + f64::from(histogram[k]));
+    }
+    z += m * sigma(f64::from(histogram[0]) / m);
+    ALPHA_INF * m * m / z
+}
+
+/// σ(x) = x + Σ_{k≥1} x^(2^k) 2^(k−1), to convergence.
+fn sigma(mut x: f64) -> f64 {
+    if x == 1.0 {
+        return f64::INFINITY;
+    }
+    let (mut y, mut z) = (1.0, x);
+    loop {
+        x *= x;
+        let previous = z;
+        z += x * y;
+        y += y;
+        if z == previous {
+            return z;
+        }
+    }
+}
+
+/// τ(x) = (1 − x − Σ_{k≥1} (1 − x^(2^−k))² 2^−k) / 3, to convergence.
+fn tau(mut x: f64) -> f64 {
+    if x == 0.0 || x == 1.0 {
+        return 0.0;
+    }
+    let (mut y, mut z) = (1.0, 1.0 - x);
+    loop {
+        x = x.sqrt();
+        let previous = z;
+        y *= 0.5;
+        z -= (1.0 - x) * (1.0 - x) * y;
+        if z == previous {
+            return z / 3.0;
+        }
+    }
+}
 
 /// MurmurHash3 x64-128 (seed 0) of `bytes`, first 64-bit word: the value of
 /// `hll_hash_bytea(bytes, 0)` in SQL (which shows it as a signed `bigint`).
@@ -118,10 +184,37 @@ impl Hll {
     }
 
     /// Estimated number of distinct values, rounded up; exact up to 1280
-    /// of them. Equal to `ceil(hll_cardinality(…))` of [`Hll::to_bytes`]:
-    /// the extension returns the estimate unrounded (100852.3…, where this
-    /// says 100853).
+    /// of them (the explicit representation). Beyond, Ertl's improved
+    /// estimator ([`estimate`]); equal to `ceil(sluice_cardinality(…))` in
+    /// SQL of [`Hll::to_bytes`].
     pub fn cardinality(&self) -> u64 {
+        let mut histogram = [0u32; MAX_REGISTER + 1];
+        match &self.0 {
+            rust_hll::Hll::Empty(_) => return 0,
+            rust_hll::Hll::Explicit(explicit) => return explicit.len(),
+            rust_hll::Hll::Sparse(sparse) => {
+                let mut set = 0;
+                for (_, &value) in sparse.iter() {
+                    histogram[usize::from(value).min(MAX_REGISTER)] += 1;
+                    set += 1;
+                }
+                histogram[0] += REGISTERS as u32 - set;
+            }
+            rust_hll::Hll::Dense(dense) => {
+                for (_, value) in dense.iter() {
+                    histogram[usize::from(value).min(MAX_REGISTER)] += 1;
+                }
+            }
+        }
+        estimate(&histogram).ceil() as u64
+    }
+
+    /// The estimate of the `hll` extension's `hll_cardinality`, rounded
+    /// up. Kept to show (and test) why [`Hll::cardinality`] does not use
+    /// it: the original HyperLogLog estimator switches from linear counting
+    /// to its raw estimate at 2.5·m, and just above that its raw estimate
+    /// runs about 2 % high (see the module doc).
+    pub fn cardinality_of_the_extension(&self) -> u64 {
         self.0.cardinality()
     }
 
@@ -188,6 +281,41 @@ impl Hll {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Mean and standard deviation of the relative error, in %, over
+    /// `sets` disjoint sets of `n` values.
+    fn errors(n: u64, sets: u64, cardinality: impl Fn(&Hll) -> u64) -> (f64, f64) {
+        let errors: Vec<f64> = (0..sets)
+            .map(|set| {
+                let h = of(set << 40..(set << 40) + n);
+                (cardinality(&h) as f64 - n as f64) / n as f64 * 100.0
+            })
+            .collect();
+        let mean = errors.iter().sum::<f64>() / errors.len() as f64;
+        let variance =
+            errors.iter().map(|e| (e - mean) * (e - mean)).sum::<f64>() / errors.len() as f64;
+        (mean, variance.sqrt())
+    }
+
+    /// The estimator is unbiased across the switch where the extension's
+    /// runs high: around 2.5·m = 40,960 values, the extension's estimate
+    /// averages about +2 % and misses 2.5 % for most sets; ours stays
+    /// within its standard error. 40 sets of each size.
+    #[test]
+    fn unbiased_where_the_extensions_estimator_is_not() {
+        for n in [20_000, 40_000, 42_000, 45_000, 60_000] {
+            let (mean, sd) = errors(n, 40, Hll::cardinality);
+            let (theirs, their_sd) = errors(n, 40, Hll::cardinality_of_the_extension);
+            println!("n = {n}: ours {mean:+.2} % ± {sd:.2}, the extension's {theirs:+.2} % ± {their_sd:.2}");
+            assert!(mean.abs() < 0.4, "n = {n}: mean error {mean:+.2} %");
+            assert!(sd < 1.1, "n = {n}: standard deviation {sd:.2} %");
+        }
+        let (mean, _) = errors(40_000, 40, Hll::cardinality_of_the_extension);
+        assert!(
+            mean > 1.0,
+            "the extension's estimator at 40,000: {mean:+.2} %"
+        );
+    }
 
     /// Distinct, well-spread hashes.
     fn hashes(range: std::ops::Range<u64>) -> impl Iterator<Item = u64> {

@@ -35,5 +35,6 @@ BEGIN
     PERFORM create_distributed_function('sluice_add_counts(jsonb, jsonb)');
     PERFORM create_distributed_function('sluice_top(jsonb, integer)');
     PERFORM create_distributed_function('sluice_quantile(jsonb, double precision)');
+    PERFORM create_distributed_function('sluice_cardinality(hll)');
 END
 $$;

@@ -72,3 +72,113 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
      ORDER BY i
      LIMIT 1
 $$;
+
+-- Estimated distinct values of an hll(14, 5, -1, 1): exact for the explicit
+-- representation, else Ertl's improved estimator ("New cardinality
+-- estimation algorithms for HyperLogLog sketches", 2017, algorithm 6) over
+-- the histogram of register values — Hll::cardinality in
+-- src/sketch/hll.rs, with the same floating-point operations in the same
+-- order (Hll::cardinality rounds the result up). Use it rather than the
+-- extension's hll_cardinality: that one switches from linear counting to
+-- the raw HyperLogLog estimate at 2.5·m = 40,960 and runs about 2 % high
+-- just above, missing ±2.5 % for most sets of 40,000 to 45,000 values.
+-- NULL for NULL; an error for other hll settings.
+CREATE OR REPLACE FUNCTION sluice_cardinality(h hll) RETURNS double precision
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+    b bytea := hll_send(h);
+    body integer := length(b) - 3;
+    m constant double precision := 16384;
+    q constant integer := 30;
+    c integer[] := array_fill(0, ARRAY[32], ARRAY[0]);
+    entries integer;
+    bit integer;
+    word bigint;
+    v integer;
+    x double precision;
+    y double precision;
+    z double precision;
+    z_old double precision;
+    s double precision;
+BEGIN
+    IF get_byte(b, 1) <> 142 OR get_byte(b, 2) <> 127 THEN
+        RAISE EXCEPTION 'sluice_cardinality takes hll(14, 5, -1, 1), not settings bytes % %',
+            get_byte(b, 1), get_byte(b, 2);
+    END IF;
+    CASE get_byte(b, 0) & 15
+    WHEN 1 THEN
+        RETURN 0;
+    WHEN 2 THEN
+        RETURN body / 8;
+    WHEN 3 THEN
+        -- Sparse: 19-bit big-endian entries (14-bit register, 5-bit value).
+        entries := body * 8 / 19;
+        FOR i IN 0 .. entries - 1 LOOP
+            bit := i * 19;
+            word := 0;
+            FOR j IN 0 .. 3 LOOP
+                word := word << 8;
+                IF bit / 8 + j < body THEN
+                    word := word | get_byte(b, 3 + bit / 8 + j);
+                END IF;
+            END LOOP;
+            v := (word >> (32 - 19 - bit % 8)) & 31;
+            c[v] := c[v] + 1;
+        END LOOP;
+        c[0] := c[0] + 16384 - entries;
+    WHEN 4 THEN
+        -- Dense: 16384 5-bit big-endian registers; a short body ends in zeros.
+        FOR i IN 0 .. 16383 LOOP
+            bit := i * 5;
+            word := 0;
+            FOR j IN 0 .. 1 LOOP
+                word := word << 8;
+                IF bit / 8 + j < body THEN
+                    word := word | get_byte(b, 3 + bit / 8 + j);
+                END IF;
+            END LOOP;
+            v := (word >> (16 - 5 - bit % 8)) & 31;
+            c[v] := c[v] + 1;
+        END LOOP;
+    ELSE
+        RAISE EXCEPTION 'sluice_cardinality: unknown hll representation %', get_byte(b, 0) & 15;
+    END CASE;
+
+    -- z = m * tau(1 - c[q + 1] / m)
+    x := 1 - c[q + 1] / m;
+    IF x = 0 OR x = 1 THEN
+        s := 0;
+    ELSE
+        y := 1;
+        z := 1 - x;
+        LOOP
+            x := sqrt(x);
+            z_old := z;
+            y := y * 0.5;
+            z := z - (1 - x) * (1 - x) * y;
+            EXIT WHEN z = z_old;
+        END LOOP;
+        s := z / 3;
+    END IF;
+    z := m * s;
+    FOR k IN REVERSE q .. 1 LOOP
+        z := 0.5 * (z + c[k]);
+    END LOOP;
+    -- z += m * sigma(c[0] / m)
+    x := c[0] / m;
+    IF x = 1 THEN
+        RETURN 0;
+    END IF;
+    y := 1;
+    s := x;
+    LOOP
+        x := x * x;
+        z_old := s;
+        s := s + x * y;
+        y := y + y;
+        EXIT WHEN s = z_old;
+    END LOOP;
+    z := z + m * s;
+    RETURN 0.7213475204444817::double precision * m * m / z;
+END
+$$;

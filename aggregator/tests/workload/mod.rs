@@ -1055,7 +1055,7 @@ fn stored_rows(
     let sql = format!(
         "SELECT zone, (extract(epoch FROM bucket) / 60)::bigint, {},
                 (SELECT coalesce(sum(value::bigint), 0)::bigint FROM jsonb_each_text(latency)),
-                hll_cardinality(uniques)
+                sluice_cardinality(uniques)
            FROM sluice_rollup_{resolution}",
         columns.join(", ")
     );
@@ -1246,9 +1246,9 @@ pub fn check_sum_of_minutes_in_sql(
                 "CASE WHEN m.{m} IS DISTINCT FROM t.{m} THEN '{m}' END"
             ));
         }
-        aggregates.push(format!("hll_cardinality(hll_union_agg({hll})) AS {hll}"));
+        aggregates.push(format!("sluice_cardinality(hll_union_agg({hll})) AS {hll}"));
         differences.push(format!(
-            "CASE WHEN m.{hll} IS DISTINCT FROM hll_cardinality(t.{hll}) THEN '{hll}' END"
+            "CASE WHEN m.{hll} IS DISTINCT FROM sluice_cardinality(t.{hll}) THEN '{hll}' END"
         ));
         let sql = format!(
             "WITH m AS (
