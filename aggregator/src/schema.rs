@@ -40,7 +40,8 @@ use std::collections::btree_map::{BTreeMap, Entry};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::types::ToSql;
+use serde_json::Value;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use crate::classify::client::ClientClass;
 use crate::classify::threat::Threat;
@@ -72,7 +73,7 @@ impl Kind {
     fn param_type(self) -> &'static str {
         match self {
             Kind::Counter => "bigint[]",
-            Kind::Counts | Kind::Top => "text[]",
+            Kind::Counts | Kind::Top => "jsonb[]",
             Kind::Hll => "bytea[]",
         }
     }
@@ -247,11 +248,14 @@ pub struct Rows {
     values: Vec<Values>,
 }
 
+/// One column's values. JSON objects and HyperLogLogs stay typed until
+/// they are sent, so that merging a stored row in needs no second parse.
 #[derive(Debug)]
 enum Values {
     Counter(Vec<i64>),
-    Json(Vec<String>),
-    Hll(Vec<Vec<u8>>),
+    /// Objects of counts, sent as `jsonb`.
+    Json(Vec<Value>),
+    Hll(Vec<Hll>),
 }
 
 impl Rows {
@@ -406,14 +410,10 @@ impl Rows {
                     }
                     Values::Json(v) => {
                         let top = (column.kind == Kind::Top).then_some(TOP_K);
-                        add_counts(row.get(c + 2), &v[i], top).map(|sum| v[i] = sum)
+                        add_counts(row.get(c + 2), &mut v[i], top)
                     }
                     Values::Hll(v) => Hll::from_bytes(row.get(c + 2))
-                        .and_then(|mut sum| {
-                            sum.merge(&Hll::from_bytes(&v[i])?);
-                            Ok(sum.to_bytes())
-                        })
-                        .map(|sum| v[i] = sum)
+                        .map(|stored| v[i].merge(&stored))
                         .map_err(|e| e.to_string()),
                 };
                 merged.map_err(|reason| Unreadable {
@@ -429,29 +429,27 @@ impl Rows {
     }
 }
 
-/// The key-wise sum of two JSON objects of counts, and with `top`, only
-/// its `top` largest entries (count descending, then key bytewise): what
-/// `sluice_add_counts` and `sluice_top` compute in SQL.
-fn add_counts(stored: &str, delta: &str, top: Option<usize>) -> Result<String, String> {
-    let parse = |text: &str| {
-        serde_json::from_str::<BTreeMap<String, i64>>(text)
-            .map_err(|e| format!("not a JSON object of counts ({e}): {text:.80}"))
+/// Adds a stored JSON object of counts into `sum` key by key, and with
+/// `top` keeps only the `top` largest entries (count descending, then key
+/// bytewise): what `sluice_add_counts` and `sluice_top` compute in SQL.
+fn add_counts(stored: &str, sum: &mut Value, top: Option<usize>) -> Result<(), String> {
+    let stored: BTreeMap<String, i64> = serde_json::from_str(stored)
+        .map_err(|e| format!("not a JSON object of counts ({e}): {stored:.80}"))?;
+    let Value::Object(sum) = sum else {
+        unreachable!("counts columns are written as objects");
     };
-    let mut sum = parse(stored)?;
-    for (key, n) in parse(delta)? {
-        let count = sum.entry(key).or_default();
-        *count = count.saturating_add(n);
+    for (key, n) in stored {
+        let count = sum.entry(key).or_insert(Value::from(0));
+        *count = count.as_i64().unwrap_or(0).saturating_add(n).into();
     }
-    let json = match top {
-        Some(k) if sum.len() > k => {
-            let mut entries: Vec<(String, i64)> = sum.into_iter().collect();
-            entries.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            entries.truncate(k);
-            serde_json::to_string(&entries.into_iter().collect::<BTreeMap<_, _>>())
-        }
-        _ => serde_json::to_string(&sum),
-    };
-    Ok(json.expect("a map of strings to integers serialises"))
+    if let Some(k) = top.filter(|k| sum.len() > *k) {
+        let mut entries: Vec<(String, Value)> = std::mem::take(sum).into_iter().collect();
+        let count = |v: &Value| v.as_i64().unwrap_or(0);
+        entries.sort_unstable_by(|a, b| count(&b.1).cmp(&count(&a.1)).then_with(|| a.0.cmp(&b.0)));
+        entries.truncate(k);
+        sum.extend(entries);
+    }
+    Ok(())
 }
 
 /// Rows keyed by (key, minute), merged by (key, the bucket at `resolution`
@@ -494,14 +492,14 @@ impl RowWriter<'_> {
         }
     }
 
-    fn json(&mut self, value: String) {
+    fn json(&mut self, value: Value) {
         match self.slot() {
             Values::Json(v) => v.push(value),
             _ => panic!("column {} is not JSON", self.next - 1),
         }
     }
 
-    fn hll(&mut self, value: Vec<u8>) {
+    fn hll(&mut self, value: Hll) {
         match self.slot() {
             Values::Hll(v) => v.push(value),
             _ => panic!("column {} is not an hll", self.next - 1),
@@ -510,17 +508,17 @@ impl RowWriter<'_> {
 }
 
 /// A JSON object of counts, zeros left out.
-fn counts_json<'k>(entries: impl IntoIterator<Item = (&'k str, i64)>) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = entries
+fn counts_json<'k>(entries: impl IntoIterator<Item = (&'k str, i64)>) -> Value {
+    let map: serde_json::Map<String, Value> = entries
         .into_iter()
         .filter(|(_, n)| *n != 0)
         .map(|(k, n)| (k.to_owned(), n.into()))
         .collect();
-    serde_json::Value::Object(map).to_string()
+    Value::Object(map)
 }
 
 /// The requests and the bytes of a traffic map, as two JSON objects.
-fn traffic_json<K>(counts: &Counts<K, Traffic>, name: impl Fn(&K) -> String) -> (String, String) {
+fn traffic_json<K>(counts: &Counts<K, Traffic>, name: impl Fn(&K) -> String) -> (Value, Value) {
     let named: Vec<(String, Traffic)> = counts
         .iter()
         .map(|(k, t)| (name(k), *t))
@@ -532,7 +530,7 @@ fn traffic_json<K>(counts: &Counts<K, Traffic>, name: impl Fn(&K) -> String) -> 
     )
 }
 
-fn plain_json<K>(counts: &Counts<K, i64>, name: impl Fn(&K) -> &str) -> String {
+fn plain_json<K>(counts: &Counts<K, i64>, name: impl Fn(&K) -> &str) -> Value {
     counts_json(
         counts
             .iter()
@@ -585,22 +583,40 @@ impl ZoneRow {
                 .map(|t| (t.as_str(), self.threat_type[*t as usize])),
         ));
         w.json(plain_json(&self.threat_country, |c| c.as_str()));
-        w.json(self.latency.to_json().to_string());
-        w.hll(self.uniques.to_bytes());
-        w.json(self.top_paths.to_json().to_string());
-        w.json(self.top_referers.to_json().to_string());
-        w.json(self.top_client_ips.to_json().to_string());
+        w.json(self.latency.to_json());
+        w.hll(self.uniques.clone());
+        w.json(self.top_paths.to_json());
+        w.json(self.top_referers.to_json());
+        w.json(self.top_client_ips.to_json());
     }
 }
 
 impl SecurityRow {
     fn write(&self, w: &mut RowWriter<'_>) {
         w.counter(self.requests);
-        w.hll(self.zones.to_bytes());
+        w.hll(self.zones.clone());
         w.json(plain_json(&self.country, |c| c.as_str()));
-        w.json(self.top_client_ips.to_json().to_string());
-        w.json(self.top_paths.to_json().to_string());
+        w.json(self.top_client_ips.to_json());
+        w.json(self.top_paths.to_json());
     }
+}
+
+/// An `hll` parameter: its storage bytes, sent as `bytea` (the statements
+/// cast them to `hll`).
+impl ToSql for Hll {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.to_bytes().as_slice().to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&[u8] as ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The three time resolutions, and how each is partitioned and kept.
@@ -864,7 +880,7 @@ mod tests {
     fn statements_name_every_column_once() {
         let sql = Family::Zone.write(Resolution::Hour);
         assert!(sql.starts_with("INSERT INTO sluice_rollup_hour (zone, bucket, requests,"));
-        assert!(sql.contains(&format!("${}::text[]", ZONE_COLUMNS.len() + 2)));
+        assert!(sql.contains(&format!("${}::jsonb[]", ZONE_COLUMNS.len() + 2)));
         assert!(
             sql.contains("ON CONFLICT (zone, bucket) DO UPDATE SET requests = EXCLUDED.requests,")
         );
@@ -887,18 +903,22 @@ mod tests {
 
     #[test]
     fn counts_add_key_wise_and_top_keeps_the_largest_ties_by_key() {
+        let add = |stored: &str, delta: &str, top| {
+            let mut sum: Value = serde_json::from_str(delta).unwrap();
+            add_counts(stored, &mut sum, top).map(|()| sum.to_string())
+        };
         assert_eq!(
-            add_counts(r#"{"a": 1, "b": 2}"#, r#"{"b": 3, "c": 4}"#, None).unwrap(),
+            add(r#"{"a": 1, "b": 2}"#, r#"{"b": 3, "c": 4}"#, None).unwrap(),
             r#"{"a":1,"b":5,"c":4}"#
         );
-        assert_eq!(add_counts("{}", "{}", None).unwrap(), "{}");
+        assert_eq!(add("{}", "{}", None).unwrap(), "{}");
         // 5, 4, 4, 4: the two largest are b and, of the ties, "B" < "c" < "d" bytewise.
         assert_eq!(
-            add_counts(r#"{"b": 5, "d": 4}"#, r#"{"c": 4, "B": 4}"#, Some(2)).unwrap(),
+            add(r#"{"b": 5, "d": 4}"#, r#"{"c": 4, "B": 4}"#, Some(2)).unwrap(),
             r#"{"B":4,"b":5}"#
         );
-        assert!(add_counts(r#"{"a": "x"}"#, "{}", None).is_err());
-        assert!(add_counts("[1]", "{}", None).is_err());
+        assert!(add(r#"{"a": "x"}"#, "{}", None).is_err());
+        assert!(add("[1]", "{}", None).is_err());
     }
 
     #[test]
@@ -993,7 +1013,14 @@ mod tests {
                 let rows = Rows::of(pending, family, resolution);
                 sent.push(format!("{family:?} {resolution:?} {} rows", rows.len()));
                 sent.push(format!("{:?} {:?}", rows.keys, rows.buckets));
-                sent.extend(rows.values.iter().map(|v| format!("{v:?}")));
+                sent.extend(rows.values.iter().map(|v| match v {
+                    // rust_hll's Debug shows its internal state; the stored
+                    // bytes are what counts.
+                    Values::Hll(v) => {
+                        format!("{:?}", v.iter().map(Hll::to_bytes).collect::<Vec<_>>())
+                    }
+                    v => format!("{v:?}"),
+                }));
             }
         }
         sent
