@@ -412,8 +412,14 @@ impl Rows {
                         let top = (column.kind == Kind::Top).then_some(TOP_K);
                         add_counts(row.get(c + 2), &mut v[i], top)
                     }
+                    // Into the stored value, usually the larger (a dense
+                    // hour or day): a union walks only the smaller side's
+                    // registers.
                     Values::Hll(v) => Hll::from_bytes(row.get(c + 2))
-                        .map(|stored| v[i].merge(&stored))
+                        .map(|mut stored| {
+                            stored.merge(&v[i]);
+                            v[i] = stored;
+                        })
                         .map_err(|e| e.to_string()),
                 };
                 merged.map_err(|reason| Unreadable {
@@ -432,23 +438,36 @@ impl Rows {
 /// Adds a stored JSON object of counts into `sum` key by key, and with
 /// `top` keeps only the `top` largest entries (count descending, then key
 /// bytewise): what `sluice_add_counts` and `sluice_top` compute in SQL.
+/// The delta is added into the stored object, usually the larger (an hour
+/// or day's latency histogram has hundreds of buckets).
 fn add_counts(stored: &str, sum: &mut Value, top: Option<usize>) -> Result<(), String> {
-    let stored: BTreeMap<String, i64> = serde_json::from_str(stored)
-        .map_err(|e| format!("not a JSON object of counts ({e}): {stored:.80}"))?;
-    let Value::Object(sum) = sum else {
+    let not_counts =
+        |reason: String| format!("not a JSON object of counts ({reason}): {stored:.80}");
+    let mut merged: serde_json::Map<String, Value> =
+        serde_json::from_str(stored).map_err(|e| not_counts(e.to_string()))?;
+    if let Some((key, value)) = merged.iter().find(|(_, v)| v.as_i64().is_none()) {
+        return Err(not_counts(format!("{key:?} is {value}")));
+    }
+    let Value::Object(delta) = std::mem::take(sum) else {
         unreachable!("counts columns are written as objects");
     };
-    for (key, n) in stored {
-        let count = sum.entry(key).or_insert(Value::from(0));
-        *count = count.as_i64().unwrap_or(0).saturating_add(n).into();
+    for (key, n) in delta {
+        let n = n.as_i64().unwrap_or(0);
+        match merged.get_mut(&key) {
+            Some(count) => *count = count.as_i64().unwrap_or(0).saturating_add(n).into(),
+            None => {
+                merged.insert(key, n.into());
+            }
+        }
     }
-    if let Some(k) = top.filter(|k| sum.len() > *k) {
-        let mut entries: Vec<(String, Value)> = std::mem::take(sum).into_iter().collect();
+    if let Some(k) = top.filter(|k| merged.len() > *k) {
+        let mut entries: Vec<(String, Value)> = std::mem::take(&mut merged).into_iter().collect();
         let count = |v: &Value| v.as_i64().unwrap_or(0);
         entries.sort_unstable_by(|a, b| count(&b.1).cmp(&count(&a.1)).then_with(|| a.0.cmp(&b.0)));
         entries.truncate(k);
-        sum.extend(entries);
+        merged.extend(entries);
     }
+    *sum = Value::Object(merged);
     Ok(())
 }
 
