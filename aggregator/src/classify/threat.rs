@@ -240,10 +240,15 @@ fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
         return;
     }
     // Browsers resolve dot segments before sending: any left is a tool's.
-    found.insert_if(
-        marks.any(DOT) && dot_dot_climbs(path).count > 0,
-        Threat::PathTraversal,
-    );
+    if marks.any(DOT) {
+        let climbs = dot_dot_climbs(path);
+        found.insert_if(climbs.count > 0, Threat::PathTraversal);
+        // A climb that lands on a system file or a secret reads it too.
+        found.insert_if(
+            climbs.count > 0 && reaches_secret(&path[climbs.after_last..]),
+            Threat::SensitiveFile,
+        );
+    }
     found.insert_if(command_injection(path, marks), Threat::CommandInjection);
     found.insert_if(
         xss(path, marks) || path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s))),
@@ -299,7 +304,15 @@ fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     if marks.is_plain() {
         return found;
     }
-    found.insert_if(traversal_in_value(text, marks), Threat::PathTraversal);
+    let traversal = traversal_in_value(text, marks);
+    found.insert_if(traversal, Threat::PathTraversal);
+    // A traversal is there to read a file: when that file is a system file
+    // or a secret (`../../etc/passwd`, `..\\windows\\win.ini`,
+    // `../wp-config.php`), the request is a sensitive-file probe as well.
+    found.insert_if(
+        traversal && reaches_secret(&text[dot_dot_climbs(text).after_last..]),
+        Threat::SensitiveFile,
+    );
     // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
     // update && sudo apt upgrade`) is someone asking about the shell: an
     // injection appends a command to a value that is not one.
@@ -1263,6 +1276,12 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
         }
     }
     marks.any(SLASH | BACKSLASH | COLON) && names_system_file(text)
+}
+
+/// Whether `target`, what a traversal climbs to (or a file path given
+/// outright), is a system file or a secret.
+fn reaches_secret(target: &[u8]) -> bool {
+    names_system_file(target) || is_sensitive_path(target)
 }
 
 /// Whether `text`, a file name or path from a parameter, names a system
