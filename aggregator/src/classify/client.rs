@@ -193,11 +193,24 @@ const MARKERS: &[(&str, Marker)] = &[
     ("appscan", Marker::Scanner),
     ("webinspect", Marker::Scanner),
     ("(hydra)", Marker::Scanner),
+    ("paros/", Marker::Scanner),
+    ("zaproxy", Marker::Scanner),
+    ("dotdotpwn", Marker::Scanner),
+    ("joomscan", Marker::Scanner),
+    ("droopescan", Marker::Scanner),
+    ("cmsmap", Marker::Scanner),
+    ("vega/", Marker::Scanner),
+    // ProjectDiscovery's recon and scanning kit (nuclei, httpx, katana,
+    // …) names its home in every agent.
+    ("projectdiscovery", Marker::Scanner),
     // Internet-wide scanners: they walk every address probing for
     // services and exposed files, so the security view counts them.
     ("censysinspect", Marker::Scanner),
+    // LeakIX's crawlers (l9explore, l9tcpid, l9scan) all link home.
+    ("leakix.net", Marker::Scanner),
     ("l9explore", Marker::Scanner),
     ("l9tcpid", Marker::Scanner),
+    ("l9scan", Marker::Scanner),
     ("internet-measurement", Marker::Scanner),
     ("internetmeasurement", Marker::Scanner),
     ("expanse, a palo alto networks company", Marker::Scanner),
