@@ -235,7 +235,10 @@ pub fn classify_with_client(record: &Record<'_>, client: ClientClass) -> Threats
 
 fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
     let (path, marks) = scratch.decode(raw, false);
-    found.insert_if(is_sensitive_path(path), Threat::SensitiveFile);
+    found.insert_if(
+        is_sensitive_path(path) && !in_repository_viewer(path),
+        Threat::SensitiveFile,
+    );
     if marks.is_plain() {
         return;
     }
@@ -1689,6 +1692,25 @@ fn is_log4shell(text: &[u8]) -> bool {
 
 // ---------------------------------------------------------------------------
 // Sensitive files.
+
+/// Whether `path` is a file shown by a code-hosting site's repository
+/// viewer: `/owner/repo/blob/main/.env.example` (GitHub),
+/// `/group/project/-/blob/…` (GitLab), `/owner/repo/src/branch/…` (Gitea).
+/// Dotfiles and config files there are a repository's contents on a page,
+/// not the web server's own files; a probe asks for those from the root
+/// or an application's directory, not under `owner/repo/blob/<ref>/`.
+fn in_repository_viewer(path: &[u8]) -> bool {
+    let mut segments = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
+    let (Some(_owner), Some(_repo), Some(mut view)) =
+        (segments.next(), segments.next(), segments.next())
+    else {
+        return false;
+    };
+    if view == b"-" {
+        view = segments.next().unwrap_or_default();
+    }
+    matches!(view, b"blob" | b"tree" | b"blame" | b"src") && segments.nth(1).is_some()
+}
 
 /// Whether a (decoded) path asks for a secret, VCS metadata, a backup or
 /// dump, or an admin or debug endpoint.
