@@ -1278,13 +1278,43 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
             return true;
         }
     }
-    marks.any(SLASH | BACKSLASH | COLON) && names_system_file(text)
+    // A system file named outright (`/etc/passwd`, `C:\\boot.ini`), unless
+    // it sits in a sentence (`how to edit /etc/hosts on mac`): that is
+    // someone asking about the file. A payload that runs a command on it
+    // (`%0a/bin/cat /etc/passwd`, `| type C:\\Windows\\win.ini`) has a
+    // shell separator and stays one.
+    marks.any(SLASH | BACKSLASH | COLON) && names_system_file(text) && !is_prose(text)
+}
+
+/// Whether `text` reads as words in a sentence: several words and no
+/// shell separator (`;`, `|`, `&`, a newline, a backtick, `$`).
+fn is_prose(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    text.contains(&b' ')
+        && !text
+            .iter()
+            .any(|b| matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`' | b'$'))
 }
 
 /// Whether `target`, what a traversal climbs to (or a file path given
 /// outright), is a system file or a secret.
 fn reaches_secret(target: &[u8]) -> bool {
-    names_system_file(target) || is_sensitive_path(target)
+    if names_system_file(target) || is_sensitive_path(target) {
+        return true;
+    }
+    // Windows paths (`windows\\system32\\drivers\\etc\\hosts`): the same
+    // files with the other separator. Only climbs get here, so the copy
+    // is off the hot path.
+    let mut buf = [0u8; 256];
+    match buf.get_mut(..target.len()) {
+        Some(slashed) if memchr::memchr(b'\\', target).is_some() => {
+            for (to, &from) in slashed.iter_mut().zip(target) {
+                *to = if from == b'\\' { b'/' } else { from };
+            }
+            names_system_file(slashed)
+        }
+        _ => false,
+    }
 }
 
 /// Whether `text`, a file name or path from a parameter, names a system
