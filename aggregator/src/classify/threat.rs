@@ -319,7 +319,7 @@ fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
     // update && sudo apt upgrade`) is someone asking about the shell: an
     // injection appends a command to a value that is not one.
-    let command_line = field == Field::Value && command_follows(text);
+    let command_line = field == Field::Value && command_follows(text) && !is_dropper(text);
     found.insert_if(
         (command_injection(text, marks) && !command_line) || is_php_code(text, marks),
         Threat::CommandInjection,
@@ -1286,6 +1286,33 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
     marks.any(SLASH | BACKSLASH | COLON) && names_system_file(text) && !is_prose(text)
 }
 
+/// Whether `text`, a command line, downloads a program and runs it
+/// (`cd /tmp; wget http://…/x; chmod 777 x; ./x`, `curl … | sh`): what
+/// botnets inject into routers and cameras, never a question about the shell.
+fn is_dropper(text: &[u8]) -> bool {
+    ["wget ", "curl ", "tftp "]
+        .iter()
+        .any(|fetch| contains_ignore_case(text, fetch.as_bytes()))
+        && ["chmod ", "| sh", "|sh", "| bash", "|bash"]
+            .iter()
+            .any(|run| contains_ignore_case(text, run.as_bytes()))
+}
+
+/// Whether `text` is Java code execution in an expression language (OGNL
+/// in Struts, SpEL, JSP EL): `@java.lang.Runtime@getRuntime().exec('id')`,
+/// `#_memberAccess[…]`, `new ProcessBuilder(…)`. No URL of a real page
+/// names these.
+fn is_java_exec(text: &[u8]) -> bool {
+    [
+        "getruntime(",
+        "processbuilder(",
+        "_memberaccess",
+        "java.lang.runtime",
+    ]
+    .iter()
+    .any(|needle| contains_ignore_case(text, needle.as_bytes()))
+}
+
 /// Whether `text` reads as words in a sentence: several words and no
 /// shell separator (`;`, `|`, `&`, a newline, a backtick, `$`).
 fn is_prose(text: &[u8]) -> bool {
@@ -1400,7 +1427,8 @@ const COMMANDS: &[(&str, Needs)] = &[
     ("csh", Needs::Nothing),
     ("del", Needs::Path),
     ("dig", Needs::Target),
-    ("dir", Needs::Path),
+    // Windows' `ls`: alone it is the probe (`8.8.8.8 | dir`).
+    ("dir", Needs::Nothing),
     ("env", Needs::Nothing),
     ("ftp", Needs::Target),
     ("ksh", Needs::Nothing),
@@ -1504,7 +1532,10 @@ fn command_injection(text: &[u8], marks: Marks) -> bool {
     if !marks.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN) {
         return false;
     }
-    if is_shellshock(text) || (marks.any(DOLLAR) && is_log4shell(text)) {
+    if is_shellshock(text)
+        || (marks.any(DOLLAR) && is_log4shell(text))
+        || (marks.any(PAREN) && is_java_exec(text))
+    {
         return true;
     }
     let list_separator = word_list_separator(text);
