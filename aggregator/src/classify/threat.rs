@@ -690,7 +690,8 @@ impl SqlWords {
         let text = text.trim_ascii_start();
         let opens = ["select ", "with "]
             .iter()
-            .any(|w| starts_with_ignore_case(text, w.as_bytes()));
+            .any(|w| starts_with_ignore_case(text, w.as_bytes()))
+            || (!self.grammar && opens_as_filter(text));
         opens
             && !self.dangerous
             && !text.iter().any(|b| matches!(b, b';' | b'#' | b'`'))
@@ -699,6 +700,35 @@ impl SqlWords {
             && memchr::memchr_iter(b'\'', text).count() % 2 == 0
             && memchr::memchr_iter(b'"', text).count() % 2 == 0
     }
+}
+
+/// Whether `text` opens as a filter expression typed whole — a field, an
+/// operator, a value (`project = OPS AND status in (…) ORDER BY rank`,
+/// `status = 'open'`): the query languages of issue trackers (JQL),
+/// log search and admin consoles. An injection appends to a value that
+/// was there (`42 and 1=1`, `x' or 'a'='a`); it does not open with a
+/// field name and an operator.
+fn opens_as_filter(text: &[u8]) -> bool {
+    let field = text
+        .iter()
+        .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.')))
+        .unwrap_or(text.len());
+    if field == 0 || !text[0].is_ascii_alphabetic() {
+        return false;
+    }
+    let rest = &text[field..];
+    let after_space = rest.trim_ascii_start();
+    if after_space.len() == rest.len() {
+        return false;
+    }
+    let word_operator = ["in ", "in(", "is ", "not in ", "was ", "~ "]
+        .iter()
+        .any(|op| starts_with_ignore_case(after_space, op.as_bytes()));
+    let symbol_operator = matches!(
+        after_space,
+        [b'=' | b'<' | b'>' | b'~', ..] | [b'!', b'=', ..]
+    );
+    word_operator || symbol_operator
 }
 
 /// A value, then a logic operator or a clause: how an injection opens
