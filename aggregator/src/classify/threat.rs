@@ -319,7 +319,7 @@ fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
     // update && sudo apt upgrade`) is someone asking about the shell: an
     // injection appends a command to a value that is not one.
-    let command_line = field == Field::Value && command_follows(text) && !is_dropper(text);
+    let command_line = field == Field::Value && opens_with_command(text) && !is_dropper(text);
     found.insert_if(
         (command_injection(text, marks) && !command_line) || is_php_code(text, marks),
         Threat::CommandInjection,
@@ -1241,10 +1241,21 @@ fn script_url_at(text: &[u8]) -> bool {
             return false;
         };
         scheme.starts_with("data:")
-            || rest
+            || (rest
                 .iter()
                 .any(|b| matches!(b, b'(' | b'`' | b'/' | b'=' | b'[' | b'\\'))
+                && !is_no_op_script(rest))
     })
+}
+
+/// Whether a script URL's code is the no-op links use as their target
+/// (`javascript:void(0)`, `javascript:void 0;`): it runs nothing.
+fn is_no_op_script(code: &[u8]) -> bool {
+    let code = code.trim_ascii();
+    let code = code.strip_suffix(b";").unwrap_or(code).trim_ascii_end();
+    [&b"void(0)"[..], b"void 0", b"void(null)", b"undefined"]
+        .iter()
+        .any(|no_op| code.eq_ignore_ascii_case(no_op))
 }
 
 /// `text` after `scheme` (lower case), ignoring case and the tabs and
@@ -1314,6 +1325,12 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
     // (`%0a/bin/cat /etc/passwd`, `| type C:\\Windows\\win.ini`) has a
     // shell separator and stays one.
     marks.any(SLASH | BACKSLASH | COLON) && names_system_file(text) && !is_prose(text)
+}
+
+/// Whether `text` opens with a command's name and its end (`cat file.txt |
+/// wc -l`, `ls -la | grep txt`): a command line typed whole.
+fn opens_with_command(text: &[u8]) -> bool {
+    command_follows(text) || command_at(text).is_some_and(|(_, arg)| !arg.is_empty())
 }
 
 /// Whether `text`, a command line, downloads a program and runs it
