@@ -319,9 +319,9 @@ fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
     // update && sudo apt upgrade`) is someone asking about the shell: an
     // injection appends a command to a value that is not one.
-    let command_line = field == Field::Value && opens_with_command(text) && !is_dropper(text);
+    let command_line = || field == Field::Value && opens_with_command(text) && !is_dropper(text);
     found.insert_if(
-        (command_injection(text, marks) && !command_line) || is_php_code(text, marks),
+        (command_injection(text, marks) && !command_line()) || is_php_code(text, marks),
         Threat::CommandInjection,
     );
     found.insert_if(xss(text, marks) || xss_url(text, marks), Threat::Xss);
@@ -1330,7 +1330,7 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
 /// Whether `text` opens with a command's name and its end (`cat file.txt |
 /// wc -l`, `ls -la | grep txt`): a command line typed whole.
 fn opens_with_command(text: &[u8]) -> bool {
-    command_follows(text) || command_at(text).is_some_and(|(_, arg)| !arg.is_empty())
+    command_at(text).is_some_and(|(needs, arg)| !arg.is_empty() || needs_met(needs, arg))
 }
 
 /// Whether `text`, a command line, downloads a program and runs it
