@@ -35,6 +35,7 @@ BEGIN
     PERFORM create_distributed_function('sluice_add_counts(jsonb, jsonb)');
     PERFORM create_distributed_function('sluice_top(jsonb, integer)');
     PERFORM create_distributed_function('sluice_quantile(jsonb, double precision)');
+    PERFORM create_distributed_function('sluice_hll_bits(bytea, integer)');
     PERFORM create_distributed_function('sluice_cardinality(hll)');
 END
 $$;

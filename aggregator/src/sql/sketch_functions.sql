@@ -73,6 +73,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
      LIMIT 1
 $$;
 
+-- The 5 bits at bit offset `pos` of an hll value's body (after its 3
+-- header bytes), most significant bit first, as the storage format packs
+-- registers; bits past the end read as 0. For sluice_cardinality.
+CREATE OR REPLACE FUNCTION sluice_hll_bits(b bytea, pos integer) RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT (((CASE WHEN 3 + pos / 8 < length(b) THEN get_byte(b, 3 + pos / 8) ELSE 0 END) << 8
+           | (CASE WHEN 4 + pos / 8 < length(b) THEN get_byte(b, 4 + pos / 8) ELSE 0 END))
+           >> (11 - pos % 8)) & 31
+$$;
+
 -- Estimated distinct values of an hll(14, 5, -1, 1): exact for the explicit
 -- representation, else Ertl's improved estimator ("New cardinality
 -- estimation algorithms for HyperLogLog sketches", 2017, algorithm 6) over
@@ -92,8 +102,6 @@ DECLARE
     q constant integer := 30;
     c integer[] := array_fill(0, ARRAY[32], ARRAY[0]);
     entries integer;
-    bit integer;
-    word bigint;
     v integer;
     x double precision;
     y double precision;
@@ -111,33 +119,17 @@ BEGIN
     WHEN 2 THEN
         RETURN body / 8;
     WHEN 3 THEN
-        -- Sparse: 19-bit big-endian entries (14-bit register, 5-bit value).
+        -- Sparse: 19-bit entries, a 14-bit register then its 5-bit value.
         entries := body * 8 / 19;
         FOR i IN 0 .. entries - 1 LOOP
-            bit := i * 19;
-            word := 0;
-            FOR j IN 0 .. 3 LOOP
-                word := word << 8;
-                IF bit / 8 + j < body THEN
-                    word := word | get_byte(b, 3 + bit / 8 + j);
-                END IF;
-            END LOOP;
-            v := (word >> (32 - 19 - bit % 8)) & 31;
+            v := sluice_hll_bits(b, i * 19 + 14);
             c[v] := c[v] + 1;
         END LOOP;
         c[0] := c[0] + 16384 - entries;
     WHEN 4 THEN
-        -- Dense: 16384 5-bit big-endian registers; a short body ends in zeros.
+        -- Dense: 16384 5-bit registers; a short body ends in zeros.
         FOR i IN 0 .. 16383 LOOP
-            bit := i * 5;
-            word := 0;
-            FOR j IN 0 .. 1 LOOP
-                word := word << 8;
-                IF bit / 8 + j < body THEN
-                    word := word | get_byte(b, 3 + bit / 8 + j);
-                END IF;
-            END LOOP;
-            v := (word >> (16 - 5 - bit % 8)) & 31;
+            v := sluice_hll_bits(b, i * 5);
             c[v] := c[v] + 1;
         END LOOP;
     ELSE
