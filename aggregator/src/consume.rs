@@ -821,8 +821,9 @@ impl Core {
 
     /// Waits for the flush in flight, if any, and takes in its outcome.
     async fn settle(&mut self) {
-        if let Some(flushing) = self.flushing.take() {
-            let outcome = flushed(&mut Some(flushing)).await;
+        if self.flushing.is_some() {
+            let outcome = flushed(&mut self.flushing).await;
+            self.flushing = None;
             self.finish_flush(outcome).await;
         }
     }

@@ -15,7 +15,7 @@
 //! * [`classify`] — client classes and attack detection, per request;
 //! * [`sketch`] — HyperLogLog, latency and top-N sketches that merge alike
 //!   in Rust and SQL;
-//! * [`schema`] — the rollup tables: columns, upserts, time partitions;
+//! * [`schema`] — the rollup tables: columns, merging into stored rows, time partitions;
 //! * [`dedup`] — the batch-identity window;
 //! * [`shard`] — zone → shard placement (rendezvous hashing);
 //! * [`store`] — PostgreSQL: migrations, recovery reads, the flush transaction;

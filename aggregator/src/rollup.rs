@@ -569,20 +569,12 @@ impl Pending {
     pub fn merge(&mut self, newer: Pending) {
         for (zone, minutes) in newer.zones {
             let mine = self.zones.entry(zone).or_default();
-            for (minute, row) in minutes.minutes {
-                match mine.minutes.iter_mut().find(|(m, _)| *m == minute) {
-                    Some((_, existing)) => existing.merge(&row),
-                    None => mine.minutes.push((minute, row)),
-                }
+            for (minute, row) in &minutes.minutes {
+                mine.row(*minute).merge(row);
             }
         }
-        for (key, row) in newer.security {
-            match self.security.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().merge(&row),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(row);
-                }
-            }
+        for (key, row) in &newer.security {
+            self.security.entry(*key).or_default().merge(row);
         }
         for (minute, n) in newer.late {
             *self.late.entry(minute).or_default() += n;

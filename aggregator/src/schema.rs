@@ -1,6 +1,6 @@
 //! The rollup tables as the code sees them: their columns, how a pending
-//! row becomes column values, the upsert that merges them, and the
-//! time partitions that hold them.
+//! row becomes column values, how a flush merges them into stored rows,
+//! and the time partitions that hold them.
 //!
 //! Two families of tables, each at three resolutions:
 //!

@@ -24,8 +24,8 @@
 //! [`Latency::merge`], in SQL `sluice_add_counts` — and `sluice_quantile`
 //! reads a quantile in SQL with the same arithmetic as here. That is why
 //! this is not the `sketches-ddsketch` crate: its serialised form is an
-//! opaque store with its own bucket offsets that SQL cannot add up inside
-//! an upsert, so every merge would have to go through Rust.
+//! opaque store with its own bucket offsets that SQL cannot add up, so a
+//! query over a range of rows could not merge them.
 
 use serde_json::{Map, Value};
 

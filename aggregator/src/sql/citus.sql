@@ -10,7 +10,8 @@
 -- * The bookkeeping (positions, dedup windows, late counts, tokens) is
 --   made of reference tables: replicated to every node and writable in the
 --   same transaction as the rollups, which is what exactly-once needs.
--- * The merge functions are distributed so workers can run the upserts.
+-- * The SQL merge and read functions are distributed so workers can run
+--   them in queries that merge rows (a flush merges in the aggregator).
 
 DO $$
 DECLARE
