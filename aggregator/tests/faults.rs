@@ -59,8 +59,8 @@ const KILLS: usize = 12;
 const KILL_JITTER_MS: usize = 1_500;
 /// How long one life may take to store its share.
 const LIFE_PATIENCE: Duration = Duration::from_secs(180);
-/// How long an aimed kill waits for a flush transaction to be open.
-const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
+/// How long an aimed kill tries to catch a flush transaction open.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(30);
 /// The kill -9 run's consumer session timeout (librdkafka's
 /// `session.timeout.ms`, at the brokers' usual minimum), and how long a
 /// killed aggregator stays dead: until the group coordinator has dropped
@@ -151,23 +151,41 @@ struct Kill {
     aimed: bool,
 }
 
-/// Waits until `aggregator` has a transaction open on some shard — the
-/// same test that counts a kill as mid-flush — at most
-/// [`FLUSH_PATIENCE`]; says whether it saw one. (A flush spends most of
-/// its transaction in statements — locking, reading and writing rows —
-/// not between them.)
-fn wait_for_flush(sandbox: &Sandbox, aggregator: &Aggregator) -> bool {
+/// The transactions `aggregator` holds open, on every shard, as
+/// `shard pid state: query`: non-empty means it is inside a flush.
+fn open_transactions(sandbox: &Sandbox, aggregator: &Aggregator) -> Vec<String> {
+    let since = aggregator.started_at();
+    (0..sandbox.shards.len())
+        .flat_map(|i| {
+            let shard = &sandbox.shards[i].name;
+            sandbox
+                .open_transactions(i, since)
+                .into_iter()
+                .map(move |t| format!("{shard} {t}"))
+        })
+        .collect()
+}
+
+/// Freezes `aggregator` inside a flush: whenever some shard shows one of
+/// its transactions open, the process is stopped and looked at again — a
+/// transaction can commit between the look and the stop — and thawed to
+/// carry on if it had got out; at most [`FLUSH_PATIENCE`]. Returns the
+/// transactions it holds open, frozen (empty if the patience ran out; the
+/// process is frozen either way).
+fn freeze_mid_flush(sandbox: &Sandbox, aggregator: &mut Aggregator) -> Vec<String> {
     let deadline = Instant::now() + FLUSH_PATIENCE;
-    while Instant::now() < deadline {
-        if (0..sandbox.shards.len()).any(|i| {
-            !sandbox
-                .open_transactions(i, aggregator.started_at())
-                .is_empty()
-        }) {
-            return true;
+    loop {
+        let seen = !open_transactions(sandbox, aggregator).is_empty();
+        let out_of_time = Instant::now() >= deadline;
+        if seen || out_of_time {
+            aggregator.freeze();
+            let open = open_transactions(sandbox, aggregator);
+            if !open.is_empty() || out_of_time {
+                return open;
+            }
+            aggregator.thaw();
         }
     }
-    false
 }
 
 #[test]
@@ -214,27 +232,23 @@ fn kill9_of_the_aggregator_loses_and_doubles_nothing() {
             }
             let delay = rng.below(KILL_JITTER_MS) as u64;
             std::thread::sleep(Duration::from_millis(delay));
-            // Every other kill waits for a flush to be under way.
+            // Every other kill is aimed at a flush (`freeze_mid_flush`).
             let aimed = k % 2 == 0;
             let flushes = aggregator.metric("sluice_aggregator_flush_seconds_count");
             let flushing = aggregator.metric("sluice_aggregator_flush_seconds_sum");
             let flush_errors = aggregator.metric("sluice_aggregator_flush_errors_total");
-            if aimed && !wait_for_flush(&sandbox, &aggregator) {
-                println!("kill {k}: no flush began within {FLUSH_PATIENCE:?}; killing anyway");
-            }
             // Frozen, the process can no longer commit, but what it holds
             // open is still there to see; the kill then ends it as it was.
-            aggregator.freeze();
-            let since = aggregator.started_at();
-            let open: Vec<String> = (0..sandbox.shards.len())
-                .flat_map(|i| {
-                    let shard = &sandbox.shards[i].name;
-                    sandbox
-                        .open_transactions(i, since)
-                        .into_iter()
-                        .map(move |t| format!("{shard} {t}"))
-                })
-                .collect();
+            let open = if aimed {
+                let open = freeze_mid_flush(&sandbox, &mut aggregator);
+                if open.is_empty() {
+                    println!("kill {k}: no flush caught within {FLUSH_PATIENCE:?}; killing anyway");
+                }
+                open
+            } else {
+                aggregator.freeze();
+                open_transactions(&sandbox, &aggregator)
+            };
             aggregator.kill9();
             let kill = Kill {
                 alive: restarted.elapsed(),

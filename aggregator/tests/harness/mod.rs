@@ -909,6 +909,19 @@ impl Aggregator {
         }
     }
 
+    /// SIGCONT: a [`freeze`](Self::freeze)d process carries on where it
+    /// stopped, as after any scheduling pause.
+    pub fn thaw(&mut self) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status()
+                .expect("running kill -CONT");
+            assert!(status.success(), "kill -CONT {} failed", child.id());
+        }
+    }
+
     /// SIGKILL, no chance to flush; waits for the process to be gone.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
