@@ -387,8 +387,7 @@ impl Measurement {
     fn of(attacks: &[Case], benign: &[Case]) -> Measurement {
         let mut per_threat: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut misses = Vec::new();
-        for case in attacks {
-            let found = case.classify();
+        for (case, found) in attacks.iter().zip(classify_attacks(attacks)) {
             for &label in &case.labels {
                 let (detected, total) = per_threat.entry(label.as_str()).or_default();
                 *total += 1;
@@ -405,11 +404,9 @@ impl Measurement {
         }
         let false_positives = benign
             .iter()
-            .filter_map(|case| {
-                let found = case.classify();
-                (!found.is_empty())
-                    .then(|| format!("{found:?} {:?} ua={:?}", case.target(), case.user_agent))
-            })
+            .zip(classify_benign(benign))
+            .filter(|(_, found)| !found.is_empty())
+            .map(|(case, found)| format!("{found:?} {:?} ua={:?}", case.target(), case.user_agent))
             .collect();
         Measurement {
             per_threat,
@@ -455,6 +452,30 @@ impl Measurement {
             println!("  {fp}");
         }
     }
+}
+
+/// What the detector finds in each case.
+fn classify_each(cases: &[Case]) -> Vec<Threats> {
+    cases.iter().map(Case::classify).collect()
+}
+
+/// [`classify_each`] of attacks, and below of benign requests: two
+/// functions never inlined, so that callgrind can count the detector's
+/// instructions per kind of request (`--toggle-collect` takes a function):
+///
+/// ```text
+/// cargo test --release -p aggregator --test threat_corpus --no-run
+/// valgrind --tool=callgrind --toggle-collect='threat_corpus::classify_benign' \
+///     $CARGO_TARGET_DIR/release/deps/threat_corpus-<hash> threat_corpus_detection
+/// ```
+#[inline(never)]
+fn classify_attacks(cases: &[Case]) -> Vec<Threats> {
+    classify_each(cases)
+}
+
+#[inline(never)]
+fn classify_benign(cases: &[Case]) -> Vec<Threats> {
+    classify_each(cases)
 }
 
 /// Asserts the targets on one measurement.

@@ -255,6 +255,7 @@ fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch<'_>, found: &mu
     let (path, marks) = scratch.decode(raw, false);
     found.insert_if(
         (is_sensitive_path(path) && !in_repository_viewer(path) && !names_a_page(raw))
+            || is_root_console(path)
             || (!referer && is_server_json_config(path)),
         Threat::SensitiveFile,
     );
@@ -2093,9 +2094,6 @@ static REPOSITORY_FILES: WordSet = WordSet::new(&["dockerfile", "jenkinsfile", "
 /// Whether a (decoded) path asks for a secret, VCS metadata, a backup or
 /// dump, or an admin or debug endpoint.
 fn is_sensitive_path(path: &[u8]) -> bool {
-    if is_root_console(path) {
-        return true;
-    }
     // `/.git;/config`, `/.env;.js`, `/.env%00.js`: what servers and
     // filters see differently ends at `;` or NUL.
     let cut = memchr::memchr2(b';', 0, path).is_some();
@@ -2121,7 +2119,8 @@ fn is_sensitive_path(path: &[u8]) -> bool {
 /// `/console`, `/console/`, `/console/login/…`: the admin console that
 /// WebLogic, Werkzeug's debugger and others put at the root of a site. A
 /// console deeper in a site (a build's log page, a shop's category) is an
-/// ordinary page.
+/// ordinary page, and so is `/console` as a parameter's value (where to
+/// go after signing in): only a request path is checked.
 fn is_root_console(path: &[u8]) -> bool {
     match path.get(..8) {
         Some(start) if start.eq_ignore_ascii_case(b"/console") => {
@@ -2808,7 +2807,6 @@ mod tests {
             "/debug/pprof/heap",
             "/PMA2/",
             "/manager/html",
-            "/console/",
             "/__debug__/",
             "/debug/default/view",
             "/system/console/bundles",
@@ -2828,9 +2826,6 @@ mod tests {
             "/~alice/",
             "/git/commits",
             "/pmarketing",
-            "/job/webapp/1305/console",
-            "/console/ps5-slim",
-            "/consoles/",
             "/phpinfo-explained",
             "/reference/dockerfile/",
             "/manager/reports",
@@ -2855,6 +2850,13 @@ mod tests {
         assert!(!sensitive("/assets/config.json", "", ""));
         assert!(!sensitive("/config.json", "", "https://app.example.com/"));
         assert!(!sensitive("/tsconfig.json", "", ""));
+        // A console at the root of a site, not deeper, nor as where to go.
+        assert!(sensitive("/console/", "", ""));
+        assert!(sensitive("/console/login/LoginForm.jsp", "", ""));
+        assert!(!sensitive("/job/webapp/1305/console", "", ""));
+        assert!(!sensitive("/console/ps5-slim", "", ""));
+        assert!(!sensitive("/consoles/", "", ""));
+        assert!(!threats("/login", "next=%2Fconsole").contains(Threat::PathTraversal));
         // An encoded slash is part of a name; a climb still reaches the file.
         assert!(!sensitive("/wiki/%2Fetc%2Fpasswd", "", ""));
         assert!(sensitive("/etc/passwd", "", ""));
