@@ -2039,20 +2039,26 @@ fn has_referer(referer: &str) -> bool {
     !referer.is_empty() && referer != "-"
 }
 
-/// Names of JSON files that hold an application's configuration.
-static JSON_CONFIG_STEMS: WordSet = WordSet::new(&["config", "settings", "configuration"]);
+/// Names of JSON files that hold an application's configuration: the
+/// word before `.json` (`config.json`, `app.config.json`), or the whole
+/// stem (Azure Functions' `local.settings.json`). `settings.json` alone is
+/// left out: Rails-style APIs serve a `settings` resource as
+/// `/settings.json`.
+static JSON_CONFIG_STEMS: WordSet = WordSet::new(&["config", "configuration", "local.settings"]);
 
-/// Directories where sites serve their front end's assets.
-static FRONT_END_DIRECTORIES: WordSet = WordSet::new(&[
-    "js", "_next", "_nuxt", "build", "assets", "static", "bundles", "scripts",
+/// Directories where sites serve configuration to their own clients: a
+/// front end's assets, and APIs.
+static CLIENT_DIRECTORIES: WordSet = WordSet::new(&[
+    "js", "api", "_next", "_nuxt", "build", "assets", "static", "bundles", "scripts",
 ]);
 
 /// `/config.json`, `/wp/config.json`, `/local.settings.json`: an
-/// application's configuration in JSON, which scanners ask every site for. A
-/// single-page app may load its own runtime configuration under such a
-/// name, so it counts neither under a front-end asset directory
-/// (`/assets/config.json`, `/static/…`) nor when a page asked for it (the
-/// caller checks for a referer): a probe comes from nowhere.
+/// application's configuration in JSON, which scanners ask every site for.
+/// A single-page app may load its own runtime configuration under such a
+/// name, and an API may serve it to its clients, so it counts neither
+/// under a front-end asset directory or an API (`/assets/config.json`,
+/// `/static/…`, `/api/…`) nor when a page asked for it (the caller checks
+/// for a referer): a probe comes from nowhere.
 fn is_server_json_config(path: &[u8]) -> bool {
     let slash = memchr::memrchr(b'/', path).unwrap_or(0);
     let name = &path[(slash + 1).min(path.len())..];
@@ -2061,10 +2067,10 @@ fn is_server_json_config(path: &[u8]) -> bool {
     }
     let stem = &name[..name.len() - 5];
     let last_word = &stem[memchr::memrchr(b'.', stem).map_or(0, |dot| dot + 1)..];
-    JSON_CONFIG_STEMS.contains(last_word)
+    (JSON_CONFIG_STEMS.contains(last_word) || JSON_CONFIG_STEMS.contains(stem))
         && !path[..slash]
             .split(|&b| b == b'/')
-            .any(|directory| FRONT_END_DIRECTORIES.contains(directory))
+            .any(|directory| CLIENT_DIRECTORIES.contains(directory))
 }
 
 /// Endpoints that run what the request body carries: those of routers
@@ -2193,6 +2199,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "web-console",
     ".zsh_history",
     "database.yml",
+    "nginx_status",
     "secrets.json",
     ".bash_history",
     ".psql_history",
@@ -2394,8 +2401,8 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
 /// Extensions of backups, swap and temporary files, database dumps and
 /// files, logs, private keys and keystores, and infrastructure state.
 static BACKUP_EXTENSIONS: WordSet = WordSet::new(&[
-    "db", "bak", "bkp", "jks", "key", "log", "mdb", "old", "p12", "pem", "pfx", "ppk", "sql",
-    "swn", "swo", "swp", "tmp", "dump", "kdbx", "orig", "ovpn", "save", "backup", "sqlite",
+    "db", "bak", "bkp", "jks", "key", "log", "mdb", "old", "p12", "pem", "pfx", "ppk", "rdb",
+    "sql", "swn", "swo", "swp", "tmp", "dump", "kdbx", "orig", "ovpn", "save", "backup", "sqlite",
     "tfvars", "sqlite3", "tfstate", "keystore",
 ]);
 
@@ -2850,6 +2857,9 @@ mod tests {
         assert!(!sensitive("/assets/config.json", "", ""));
         assert!(!sensitive("/config.json", "", "https://app.example.com/"));
         assert!(!sensitive("/tsconfig.json", "", ""));
+        assert!(!sensitive("/api/v1/config.json", "", ""));
+        assert!(!sensitive("/account/settings.json", "", ""));
+        assert!(sensitive("/local.settings.json", "", ""));
         // A console at the root of a site, not deeper, nor as where to go.
         assert!(sensitive("/console/", "", ""));
         assert!(sensitive("/console/login/LoginForm.jsp", "", ""));
@@ -2907,7 +2917,7 @@ mod tests {
             JS_SINKS.words,
             SENSITIVE_NAMES.words,
             JSON_CONFIG_STEMS.words,
-            FRONT_END_DIRECTORIES.words,
+            CLIENT_DIRECTORIES.words,
             EXPLOIT_ENDPOINTS.words,
             REPOSITORY_FILES.words,
             CONFIG_FORMAT_EXTENSIONS.words,
