@@ -387,7 +387,7 @@ impl Measurement {
     fn of(attacks: &[Case], benign: &[Case]) -> Measurement {
         let mut per_threat: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
         let mut misses = Vec::new();
-        for (case, found) in attacks.iter().zip(classify_attacks(attacks)) {
+        for (case, found) in attacks.iter().zip(classify_each(attacks)) {
             for &label in &case.labels {
                 let (detected, total) = per_threat.entry(label.as_str()).or_default();
                 *total += 1;
@@ -404,7 +404,7 @@ impl Measurement {
         }
         let false_positives = benign
             .iter()
-            .zip(classify_benign(benign))
+            .zip(classify_each(benign))
             .filter(|(_, found)| !found.is_empty())
             .map(|(case, found)| format!("{found:?} {:?} ua={:?}", case.target(), case.user_agent))
             .collect();
@@ -454,28 +454,20 @@ impl Measurement {
     }
 }
 
-/// What the detector finds in each case.
-fn classify_each(cases: &[Case]) -> Vec<Threats> {
-    cases.iter().map(Case::classify).collect()
-}
-
-/// [`classify_each`] of attacks, and below of benign requests: two
-/// functions never inlined, so that callgrind can count the detector's
-/// instructions per kind of request (`--toggle-collect` takes a function):
+/// What the detector finds in each case. Never inlined, so that callgrind
+/// can count the detector's instructions for each call — the attacks,
+/// then the benign requests, of each part of the corpus in turn — one
+/// profile per call:
 ///
 /// ```text
 /// cargo test --release -p aggregator --test threat_corpus --no-run
-/// valgrind --tool=callgrind --toggle-collect='threat_corpus::classify_benign' \
+/// valgrind --tool=callgrind --toggle-collect='threat_corpus::classify_each' \
+///     --dump-before='threat_corpus::classify_each' \
 ///     $CARGO_TARGET_DIR/release/deps/threat_corpus-<hash> threat_corpus_detection
 /// ```
 #[inline(never)]
-fn classify_attacks(cases: &[Case]) -> Vec<Threats> {
-    classify_each(cases)
-}
-
-#[inline(never)]
-fn classify_benign(cases: &[Case]) -> Vec<Threats> {
-    classify_each(cases)
+fn classify_each(cases: &[Case]) -> Vec<Threats> {
+    cases.iter().map(Case::classify).collect()
 }
 
 /// Asserts the targets on one measurement.

@@ -228,11 +228,7 @@ pub fn classify_with_client(record: &Record<'_>, client: ClientClass) -> Threats
         header_executes_code(record.user_agent) || header_executes_code(record.referer),
         Threat::CommandInjection,
     );
-    let mut stack = [0; STACK_BYTES];
-    let mut scratch = Scratch {
-        stack: &mut stack,
-        heap: Vec::new(),
-    };
+    let mut scratch = Scratch::new();
     inspect_path(
         record.path.as_bytes(),
         has_referer(record.referer),
@@ -246,7 +242,7 @@ pub fn classify_with_client(record: &Record<'_>, client: ClientClass) -> Threats
 // ---------------------------------------------------------------------------
 // Where to look: the path, each query parameter, two headers.
 
-fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch<'_>, found: &mut Threats) {
+fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch, found: &mut Threats) {
     let last_segment = &raw[memchr::memrchr(b'/', raw).map_or(0, |i| i + 1)..];
     found.insert_if(
         EXPLOIT_ENDPOINTS.contains(last_segment),
@@ -274,7 +270,9 @@ fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch<'_>, found: &mu
     }
     found.insert_if(command_injection(path, marks), Threat::CommandInjection);
     found.insert_if(
-        xss(path, marks) || path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s))),
+        xss(path, marks)
+            || (marks.any(COLON | AMP)
+                && path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s)))),
         Threat::Xss,
     );
     if let Some(start) = injection_start(path, marks) {
@@ -289,7 +287,7 @@ fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch<'_>, found: &mu
     }
 }
 
-fn inspect_query(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
+fn inspect_query(raw: &[u8], scratch: &mut Scratch, found: &mut Threats) {
     for param in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = match memchr::memchr(b'=', param) {
             Some(eq) => (&param[..eq], &param[eq + 1..]),
@@ -376,12 +374,20 @@ const DECODE_PASSES: usize = 3;
 
 /// Where decoded text lives while it is tested: one per request, reused
 /// for the path and each parameter in turn.
-struct Scratch<'s> {
-    stack: &'s mut [u8; STACK_BYTES],
+struct Scratch {
+    /// Zeroed on first use: most requests have nothing to decode.
+    stack: Option<[u8; STACK_BYTES]>,
     heap: Vec<u8>,
 }
 
-impl Scratch<'_> {
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
+            stack: None,
+            heap: Vec::new(),
+        }
+    }
+
     /// `raw` percent-decoded (and `+` as a space if `plus_is_space`) — or
     /// `raw` itself when there is nothing to decode — and its marks.
     fn decode<'a>(&'a mut self, raw: &'a [u8], plus_is_space: bool) -> (&'a [u8], Marks) {
@@ -391,7 +397,7 @@ impl Scratch<'_> {
         }
         // Decoding never lengthens text, so `raw.len()` bytes suffice.
         let buf = if raw.len() <= STACK_BYTES {
-            &mut self.stack[..raw.len()]
+            &mut self.stack.get_or_insert([0; STACK_BYTES])[..raw.len()]
         } else {
             self.heap.clear();
             self.heap.resize(raw.len(), 0);
@@ -1273,6 +1279,9 @@ fn xss(text: &[u8], marks: Marks) -> bool {
     if is_xss(text, marks) {
         return true;
     }
+    if !marks.any(AMP) {
+        return false;
+    }
     let mut buf = [0u8; ENTITY_VIEW_BYTES];
     match html_unescape(text, &mut buf) {
         Some(view) => {
@@ -1288,6 +1297,9 @@ fn xss(text: &[u8], marks: Marks) -> bool {
 fn xss_url(text: &[u8], marks: Marks) -> bool {
     if has_script_url(text, marks) {
         return true;
+    }
+    if !marks.any(AMP) {
+        return false;
     }
     let mut buf = [0u8; ENTITY_VIEW_BYTES];
     html_unescape(text, &mut buf).is_some_and(|view| has_script_url(view, Marks::of(view)))
@@ -2362,6 +2374,19 @@ static ACTUATOR_ENDPOINTS: WordSet = WordSet::new(&[
     "configprops",
 ]);
 
+/// The parents [`is_sensitive_pair`] knows: one lookup turns the rest away.
+static SENSITIVE_PARENTS: WordSet = WordSet::new(&[
+    "etc",
+    "proc",
+    "debug",
+    "manage",
+    "system",
+    "manager",
+    "actuator",
+    "management",
+    "host-manager",
+]);
+
 /// The pages of Tomcat's manager and host manager.
 static TOMCAT_MANAGER_PAGES: WordSet = WordSet::new(&["html", "text", "status", "jmxproxy"]);
 
@@ -2379,6 +2404,9 @@ static ETC_FILES: WordSet = WordSet::new(&[
 /// (`/actuator/env`), Go's profiler (`/debug/pprof`), Tomcat's manager
 /// (`/manager/html`), `/etc/passwd`, `/proc/self`.
 fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
+    if !SENSITIVE_PARENTS.contains(parent) {
+        return false;
+    }
     let is = |s: &[u8], expected: &[u8]| s.eq_ignore_ascii_case(expected);
     if is(parent, b"actuator") || is(parent, b"manage") || is(parent, b"management") {
         ACTUATOR_ENDPOINTS.contains(name)
@@ -2719,11 +2747,7 @@ mod tests {
 
     #[test]
     fn decoding() {
-        let mut stack = [0; STACK_BYTES];
-        let mut scratch = Scratch {
-            stack: &mut stack,
-            heap: Vec::new(),
-        };
+        let mut scratch = Scratch::new();
         let mut decode = |raw: &str, plus| scratch.decode(raw.as_bytes(), plus).0.to_vec();
         assert_eq!(decode("a+b%20c", true), b"a b c");
         assert_eq!(decode("a+b", false), b"a+b");
@@ -2922,6 +2946,7 @@ mod tests {
             REPOSITORY_FILES.words,
             CONFIG_FORMAT_EXTENSIONS.words,
             TOMCAT_MANAGER_PAGES.words,
+            SENSITIVE_PARENTS.words,
             ACTUATOR_ENDPOINTS.words,
             ETC_FILES.words,
             PUBLIC_DOT_DIRECTORIES.words,
