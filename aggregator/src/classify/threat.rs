@@ -1559,10 +1559,12 @@ fn is_java_exec(text: &[u8]) -> bool {
 /// Whether `text` reads as words in a sentence: several words and no
 /// shell separator (`;`, `|`, `&`, a newline, a backtick, `$`).
 fn is_prose(text: &[u8]) -> bool {
-    // A separator at either end counts too: `%0a/bin/cat /etc/passwd`
-    // runs a command.
+    // A newline that opens the text is a separator too (`%0a/bin/cat
+    // /etc/passwd` runs a command); one that ends it is how a text area
+    // ends.
     text.trim_ascii().contains(&b' ')
         && !text
+            .trim_ascii_end()
             .iter()
             .any(|b| matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`' | b'$'))
 }
@@ -2893,6 +2895,11 @@ mod tests {
         assert!(!sensitive("/console/ps5-slim", "", ""));
         assert!(!sensitive("/consoles/", "", ""));
         assert!(!threats("/login", "next=%2Fconsole").contains(Threat::PathTraversal));
+        // A system file in a sentence is a question; after a newline that
+        // opens the value, a command.
+        let traversal = |q: &str| threats("/ask", q).contains(Threat::PathTraversal);
+        assert!(!traversal("q=how+to+edit+%2Fetc%2Fhosts+on+mac%0A"));
+        assert!(traversal("dest=%0A%2Fbin%2Fcat+%2Fetc%2Fpasswd"));
         // An encoded slash is part of a name; a climb still reaches the file.
         assert!(!sensitive("/wiki/%2Fetc%2Fpasswd", "", ""));
         assert!(sensitive("/etc/passwd", "", ""));
