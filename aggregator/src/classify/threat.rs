@@ -306,6 +306,7 @@ fn inspect_query(raw: &[u8], scratch: &mut Scratch, found: &mut Threats) {
             is_shell_parameter(raw_name, value) || names_php_exec(value),
             Threat::CommandInjection,
         );
+        found.insert_if(is_code_as_callback(raw_name, value, marks), Threat::Xss);
         *found |= inspect_value(value, marks, Field::Value);
         let (name, marks) = scratch.decode(raw_name, true);
         if marks.any(NOTABLE & !(DOT | COLON | SLASH)) {
@@ -316,6 +317,24 @@ fn inspect_query(raw: &[u8], scratch: &mut Scratch, found: &mut Threats) {
             *found |= inspect_value(whole, marks, Field::Name);
         }
     }
+}
+
+/// Parameters that name a JSONP callback: the server writes the value
+/// into a script as the function to call.
+static CALLBACK_PARAMETERS: WordSet = WordSet::new(&["jsonp", "callback", "jsoncallback"]);
+
+/// A JSONP callback that is code, not a function's name
+/// (`callback=alert(1)//`): a callback is an identifier or a path of them
+/// (`jQuery3510_17000`, `angular.callbacks._0`, `cbs[2]`), so a call, a
+/// statement or a string in it runs in the page's origin. Slashes and
+/// `=` are left alone: `callback` is also where OAuth and login flows put
+/// the URL to return to.
+fn is_code_as_callback(name: &[u8], value: &[u8], marks: Marks) -> bool {
+    marks.any(PAREN | SEMI | QUOTE | ANGLE)
+        && CALLBACK_PARAMETERS.contains(name)
+        && value
+            .iter()
+            .any(|b| matches!(b, b'(' | b')' | b';' | b'\'' | b'"' | b'<'))
 }
 
 /// Which part of a parameter a text is.
@@ -2910,6 +2929,13 @@ mod tests {
         assert!(runs("/GponForm/diag_Form"));
         assert!(runs("/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php"));
         assert!(!runs("/forms/diagnostics"));
+        let xss = |query: &str| threats("/api/jsonp", query).contains(Threat::Xss);
+        assert!(xss("callback=alert(1)//"));
+        assert!(!xss("callback=jQuery3510_1700000000000&_=1700000000001"));
+        assert!(!xss("callback=angular.callbacks._0"));
+        assert!(!xss(
+            "callback=https%3A%2F%2Fapp.example.com%2Flogin%3Fnext%3D%2F"
+        ));
     }
 
     #[test]
@@ -2956,6 +2982,7 @@ mod tests {
             CONFIG_FORMAT_EXTENSIONS.words,
             TOMCAT_MANAGER_PAGES.words,
             SENSITIVE_PARENTS.words,
+            CALLBACK_PARAMETERS.words,
             ACTUATOR_ENDPOINTS.words,
             ETC_FILES.words,
             PUBLIC_DOT_DIRECTORIES.words,
