@@ -2360,7 +2360,8 @@ static CONFIG_STEMS: WordSet = WordSet::new(&[
 /// count with configuration formats; secret stems with any (`json` and
 /// `xml` too). `config.js` is front-end code, `app.php` a front controller.
 fn is_config_file(name: &[u8]) -> bool {
-    let Some(dot) = memchr::memchr(b'.', name) else {
+    // Segments are short: a plain loop beats a call to memchr.
+    let Some(dot) = name.iter().position(|&b| b == b'.') else {
         return false;
     };
     let stem = &name[..dot];
@@ -2574,34 +2575,46 @@ fn with_lowercase<R>(word: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
 
 /// A set of short lower-case words, looked up ignoring ASCII case. The
 /// words are sorted by length, then bytes ([`by_length`]), for a binary
-/// search; a bitmap of the lengths each first byte has turns most lookups
-/// away before any comparison.
+/// search; bitmaps of the lengths each first and each last byte has turn
+/// most lookups away before any comparison (the detector looks up every
+/// path segment, and nearly none is in any set).
 struct WordSet {
     words: &'static [&'static str],
     /// Bit `n` of entry `b`: some word of `n` bytes starts with byte `b`.
-    lengths: [u32; 128],
+    starts: [u32; 128],
+    /// Bit `n` of entry `b`: some word of `n` bytes ends with byte `b`.
+    ends: [u32; 128],
 }
 
 impl WordSet {
     const fn new(words: &'static [&'static str]) -> WordSet {
-        let mut lengths = [0u32; 128];
+        let mut starts = [0u32; 128];
+        let mut ends = [0u32; 128];
         let mut i = 0;
         while i < words.len() {
             let word = words[i].as_bytes();
-            assert!(!word.is_empty() && word.len() < 32 && word[0] < 128);
-            lengths[word[0] as usize] |= 1 << word.len();
+            let last = word.len().saturating_sub(1);
+            assert!(!word.is_empty() && word.len() < 32 && word[0] < 128 && word[last] < 128);
+            starts[word[0] as usize] |= 1 << word.len();
+            ends[word[last] as usize] |= 1 << word.len();
             i += 1;
         }
-        WordSet { words, lengths }
+        WordSet {
+            words,
+            starts,
+            ends,
+        }
     }
 
     fn contains(&self, word: &[u8]) -> bool {
-        let Some(first) = word.first().map(u8::to_ascii_lowercase) else {
+        let (Some(first), Some(last)) = (word.first(), word.last()) else {
             return false;
         };
+        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
         word.len() < 32
             && first < 128
-            && self.lengths[first as usize] & (1 << word.len()) != 0
+            && last < 128
+            && self.starts[first as usize] & self.ends[last as usize] & (1 << word.len()) != 0
             && self
                 .words
                 .binary_search_by(|k| by_length_ignoring_case(k.as_bytes(), word))
