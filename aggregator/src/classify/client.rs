@@ -10,7 +10,7 @@
 //! reads the user agent once; the strongest marker found decides, in this
 //! order:
 //! 1. a scanner's name (`sqlmap`, `Nikto`, `Nmap`, `zgrab`, `Nuclei`,
-//!    `WPScan`, `gobuster`, `ffuf`, `Acunetix`, `OpenVAS`, internet-wide
+//!    `WPScan`, `gobuster`, `ffuf`, `Acunetix`, `Invicti` (Netsparker), `OpenVAS`, internet-wide
 //!    scanners such as `CensysInspect`, …) → [`ClientClass::Scanner`];
 //! 2. a search engine's crawler (`Googlebot`, `bingbot`, `YandexBot`,
 //!    `Baiduspider`, `DuckDuckBot`, `Applebot`, `Yahoo! Slurp`, …) →
@@ -176,6 +176,8 @@ const MARKERS: &[(&str, Marker)] = &[
     ("openvas", Marker::Scanner),
     ("w3af", Marker::Scanner),
     ("netsparker", Marker::Scanner),
+    // Netsparker's name since 2022.
+    ("invicti", Marker::Scanner),
     ("arachni", Marker::Scanner),
     ("skipfish", Marker::Scanner),
     ("mozilla/5.0 sf/", Marker::Scanner), // skipfish's default agent
@@ -200,6 +202,14 @@ const MARKERS: &[(&str, Marker)] = &[
     ("droopescan", Marker::Scanner),
     ("cmsmap", Marker::Scanner),
     ("vega/", Marker::Scanner),
+    ("dirsearch", Marker::Scanner),
+    ("ffuf", Marker::Scanner),
+    ("dalfox", Marker::Scanner),
+    ("qualys", Marker::Scanner),
+    ("detectify", Marker::Scanner),
+    ("nettacker", Marker::Scanner),
+    ("xsstrike", Marker::Scanner),
+    ("ghauri", Marker::Scanner),
     // ProjectDiscovery's recon and scanning kit (nuclei, httpx, katana,
     // …) names its home in every agent.
     ("projectdiscovery", Marker::Scanner),

