@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 use aggregator::config::RollupConfig;
 use aggregator::consume::BatchRollup;
 use aggregator::rollup::Pending;
+use aggregator::schema::{Family, Resolution, Rows};
 use clap::{Parser, ValueEnum};
 use common::{thousands, thread_cpu, Sealed, Workload};
 use schemas::batch::{self, DecodedBatch, Limits};
@@ -68,6 +69,11 @@ struct Args {
     /// Run only this part (the decode baseline always runs).
     #[arg(long)]
     only: Option<Part>,
+    /// Instead of measuring, run the rollup once and print a digest
+    /// (SHA-256) of every row each flush would write: two builds that print
+    /// the same digest produce the same rows from this log.
+    #[arg(long)]
+    digest: bool,
     /// The GoAccess binary.
     #[arg(long, default_value = "goaccess")]
     goaccess: String,
@@ -122,6 +128,12 @@ fn main() {
         common::mib(sealed.iter().map(|s| s.blob.len()).sum()),
         seal.cpu_ns_per_record()
     );
+
+    if args.digest {
+        let digest = rows_digest(&sealed, &args);
+        println!("\nrows digest (SHA-256 of every flush's minute rows): {digest}");
+        return;
+    }
 
     let mut results: Vec<(String, Measured)> = Vec::new();
     println!("\nbaseline: decode every batch, visit every record");
@@ -325,6 +337,41 @@ fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
         }
         m
     })
+}
+
+/// A rollup pass as [`rollup_pass`] does it, untimed, digesting the rows
+/// of every flush (zone and security, at minute resolution: the hours and
+/// days are merged from them) as they would be sent.
+fn rows_digest(sealed: &[Sealed], args: &Args) -> String {
+    use sha2::Digest;
+    let limits = Limits::default();
+    let mut rollup = BatchRollup::new(
+        (0..args.shards).map(|i| format!("shard{i}")),
+        &RollupConfig::default(),
+    );
+    let mut pendings: Vec<Pending> = (0..args.shards).map(|_| Pending::default()).collect();
+    let wanted = vec![true; args.shards];
+    let mut hasher = sha2::Sha256::new();
+    let mut rows = 0;
+    for (i, s) in sealed.iter().enumerate() {
+        let batch = decode(&s.blob, &limits);
+        add(&mut rollup, &batch, &wanted, &mut pendings);
+        if (i + 1) % args.flush_every.max(1) == 0 || i + 1 == sealed.len() {
+            for pending in &mut pendings {
+                for family in Family::ALL {
+                    let of = Rows::of(pending, family, Resolution::Minute);
+                    rows += of.len();
+                    hasher.update(of.to_text());
+                }
+                pending.clear_rows();
+            }
+        }
+    }
+    println!(
+        "  {rows} rows written by {} flushes",
+        sealed.len().div_ceil(args.flush_every.max(1))
+    );
+    hex::encode(hasher.finalize())
 }
 
 /// GoAccess over the log, written to a file first (it reads files).
