@@ -20,7 +20,8 @@ use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::HashMap;
+use hashbrown::hash_map::EntryRef;
 use schemas::{CacheStatus, Method, Record, Scheme, TlsProtocol};
 
 use crate::classify::client::{search_engine, ClientClass};
@@ -81,14 +82,16 @@ impl std::ops::AddAssign for Traffic {
 /// A map from normalised key to a count, capped at [`MAP_KEYS`] keys.
 #[derive(Debug, Clone)]
 pub struct Counts<K, V> {
-    map: HashMap<K, V>,
+    /// hashbrown's, for `entry_ref`: one hash a record, and the key copied
+    /// only when it is new.
+    map: hashbrown::HashMap<K, V, foldhash::fast::RandomState>,
     other: V,
 }
 
 impl<K: Eq + Hash, V: Default> Default for Counts<K, V> {
     fn default() -> Self {
         Counts {
-            map: HashMap::new(),
+            map: hashbrown::HashMap::default(),
             other: V::default(),
         }
     }
@@ -101,13 +104,12 @@ impl<K: Eq + Hash, V: Default> Counts<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Eq + Hash + ?Sized + ToOwned<Owned = K>,
     {
-        if !self.map.contains_key(key) {
-            if self.map.len() >= MAP_KEYS {
-                return &mut self.other;
-            }
-            self.map.insert(key.to_owned(), V::default());
+        let full = self.map.len() >= MAP_KEYS;
+        match self.map.entry_ref(key) {
+            EntryRef::Occupied(held) => held.into_mut(),
+            EntryRef::Vacant(_) if full => &mut self.other,
+            EntryRef::Vacant(new) => new.insert(V::default()),
         }
-        self.map.get_mut(key).expect("inserted above")
     }
 }
 
