@@ -69,7 +69,9 @@ pub struct TopN {
     /// stream of ever new keys (client addresses of a busy zone) would
     /// otherwise allocate and free one per add.
     spare: Vec<String>,
-    /// The K-th largest key while pruning; kept for its allocation.
+    /// While pruning, every count, and the last tied key kept; kept for
+    /// their allocations.
+    counts: Vec<u64>,
     kth: String,
 }
 
@@ -88,6 +90,7 @@ impl Clone for TopN {
             entries: self.entries.clone(),
             seed: self.seed,
             spare: Vec::new(),
+            counts: Vec::new(),
             kth: String::new(),
         }
     }
@@ -107,6 +110,7 @@ impl TopN {
             entries: HashTable::new(),
             seed: seed(),
             spare: Vec::new(),
+            counts: Vec::new(),
             kth: String::new(),
         }
     }
@@ -221,7 +225,9 @@ impl TopN {
 
     /// Keeps the K largest entries; the largest count dropped raises the
     /// floor. The entries are taken out where they are: those kept are
-    /// neither moved nor hashed again.
+    /// neither moved nor hashed again. Keys are compared only among the
+    /// entries whose count is the K-th largest, and only if some of them
+    /// must go.
     fn prune(&mut self) {
         if self.entries.len() <= self.k {
             return;
@@ -231,23 +237,38 @@ impl TopN {
             floor,
             entries,
             spare,
+            counts,
             kth,
             ..
         } = self;
-        let (kth_count, kth_key) = {
-            let mut ranked: Vec<(&str, u64)> =
-                entries.iter().map(|e| (e.key.as_str(), e.count)).collect();
-            let (_, kth, _) = ranked.select_nth_unstable_by(*k - 1, |a, b| rank(*a, *b));
-            (kth.1, kth.0)
+        counts.clear();
+        counts.extend(entries.iter().map(|e| e.count));
+        let (_, &mut kth_count, _) = counts.select_nth_unstable_by(*k - 1, |a, b| b.cmp(a));
+        let above = counts.iter().filter(|&&c| c > kth_count).count();
+        let tied = counts.iter().filter(|&&c| c == kth_count).count();
+        // All entries above the K-th count stay; of those tied with it, the
+        // `*k - above` smallest keys (rank's order).
+        let cut_ties = above + tied > *k;
+        if cut_ties {
+            let mut keys: Vec<&str> = entries
+                .iter()
+                .filter(|e| e.count == kth_count)
+                .map(|e| e.key.as_str())
+                .collect();
+            let (_, last_kept, _) = keys.select_nth_unstable(*k - above - 1);
+            kth.clear();
+            kth.push_str(last_kept);
+        }
+        let below = |e: &mut Entry| {
+            e.count < kth_count
+                || (cut_ties && e.count == kth_count && e.key.as_str() > kth.as_str())
         };
-        kth.clear();
-        kth.push_str(kth_key);
-        let below = |e: &mut Entry| rank((&e.key, e.count), (kth, kth_count)) == Ordering::Greater;
         for Entry { mut key, count, .. } in entries.extract_if(below) {
             *floor = (*floor).max(count);
             key.clear();
             spare.push(key);
         }
+        debug_assert_eq!(entries.len(), *k);
     }
 
     /// The K largest entries, in no particular order.
@@ -484,6 +505,41 @@ mod tests {
                 top.add("x");
                 let _ = (top.top(k), top.to_json());
             }
+        }
+
+        /// The summary is the module doc's algorithm, however it is
+        /// implemented: a plain model (a map, sorted in full at each
+        /// pruning) keeps the same entries with the same counts and floor.
+        #[test]
+        fn pruning_keeps_what_sorting_everything_keeps(
+            stream in proptest::collection::vec(0u8..50, 0..600),
+            k in 1usize..8,
+        ) {
+            let mut model: HashMap<String, u64> = HashMap::new();
+            let mut floor = 0;
+            let mut top = TopN::new(k);
+            for i in &stream {
+                let key = i.to_string();
+                top.add(&key);
+                match model.get_mut(&key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        model.insert(key, floor + 1);
+                        if model.len() > 2 * k {
+                            let mut all: Vec<(String, u64)> = model.drain().collect();
+                            all.sort_unstable_by(|a, b| rank((&a.0, a.1), (&b.0, b.1)));
+                            floor = floor.max(all[k..].iter().map(|(_, n)| *n).max().unwrap_or(0));
+                            all.truncate(k);
+                            model.extend(all);
+                        }
+                    }
+                }
+            }
+            let mut expected: Vec<(&str, u64)> = model.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            expected.sort_unstable_by(|a, b| rank(*a, *b));
+            expected.truncate(k);
+            prop_assert_eq!(top.top(k), expected);
+            prop_assert_eq!(top.floor(), floor);
         }
 
         #[test]
