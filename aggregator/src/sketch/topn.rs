@@ -69,9 +69,7 @@ pub struct TopN {
     /// stream of ever new keys (client addresses of a busy zone) would
     /// otherwise allocate and free one per add.
     spare: Vec<String>,
-    /// While pruning, every count, and the last tied key kept; kept for
-    /// their allocations.
-    counts: Vec<u64>,
+    /// The K-th largest key while pruning; kept for its allocation.
     kth: String,
 }
 
@@ -90,7 +88,6 @@ impl Clone for TopN {
             entries: self.entries.clone(),
             seed: self.seed,
             spare: Vec::new(),
-            counts: Vec::new(),
             kth: String::new(),
         }
     }
@@ -110,7 +107,6 @@ impl TopN {
             entries: HashTable::new(),
             seed: seed(),
             spare: Vec::new(),
-            counts: Vec::new(),
             kth: String::new(),
         }
     }
@@ -225,9 +221,7 @@ impl TopN {
 
     /// Keeps the K largest entries; the largest count dropped raises the
     /// floor. The entries are taken out where they are: those kept are
-    /// neither moved nor hashed again. Keys are compared only among the
-    /// entries whose count is the K-th largest, and only if some of them
-    /// must go.
+    /// neither moved nor hashed again.
     fn prune(&mut self) {
         if self.entries.len() <= self.k {
             return;
@@ -237,38 +231,23 @@ impl TopN {
             floor,
             entries,
             spare,
-            counts,
             kth,
             ..
         } = self;
-        counts.clear();
-        counts.extend(entries.iter().map(|e| e.count));
-        let (_, &mut kth_count, _) = counts.select_nth_unstable_by(*k - 1, |a, b| b.cmp(a));
-        let above = counts.iter().filter(|&&c| c > kth_count).count();
-        let tied = counts.iter().filter(|&&c| c == kth_count).count();
-        // All entries above the K-th count stay; of those tied with it, the
-        // `*k - above` smallest keys (rank's order).
-        let cut_ties = above + tied > *k;
-        if cut_ties {
-            let mut keys: Vec<&str> = entries
-                .iter()
-                .filter(|e| e.count == kth_count)
-                .map(|e| e.key.as_str())
-                .collect();
-            let (_, last_kept, _) = keys.select_nth_unstable(*k - above - 1);
-            kth.clear();
-            kth.push_str(last_kept);
-        }
-        let below = |e: &mut Entry| {
-            e.count < kth_count
-                || (cut_ties && e.count == kth_count && e.key.as_str() > kth.as_str())
+        let (kth_count, kth_key) = {
+            let mut ranked: Vec<(&str, u64)> =
+                entries.iter().map(|e| (e.key.as_str(), e.count)).collect();
+            let (_, kth, _) = ranked.select_nth_unstable_by(*k - 1, |a, b| rank(*a, *b));
+            (kth.1, kth.0)
         };
+        kth.clear();
+        kth.push_str(kth_key);
+        let below = |e: &mut Entry| rank((&e.key, e.count), (kth, kth_count)) == Ordering::Greater;
         for Entry { mut key, count, .. } in entries.extract_if(below) {
             *floor = (*floor).max(count);
             key.clear();
             spare.push(key);
         }
-        debug_assert_eq!(entries.len(), *k);
     }
 
     /// The K largest entries, in no particular order.
