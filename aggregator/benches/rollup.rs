@@ -10,8 +10,8 @@
 //! parses and seals them with the shipper's own parser and batch builder
 //! (the blobs ingest would put on Kafka), then measures on this thread:
 //!
-//! 1. **baseline: decode** — `schemas::batch::decode` of every blob and a
-//!    visit of every record, which the consumer does before any rollup.
+//! 1. **baseline: decode** — `schemas::batch::Decoder::decode` of every
+//!    blob (one decoder, as the consumer keeps) and a visit of every record, which the consumer does before any rollup.
 //!    Every other figure is also given as a ratio to this one.
 //! 2. **decode + rollup** — the same, and each decoded batch handed to
 //!    [`BatchRollup::add`], the consumer's own per-batch code: shard
@@ -38,9 +38,10 @@ use std::time::{Duration, Instant};
 use aggregator::config::RollupConfig;
 use aggregator::consume::BatchRollup;
 use aggregator::rollup::Pending;
+use aggregator::schema::{Family, Resolution, Rows};
 use clap::{Parser, ValueEnum};
 use common::{thousands, thread_cpu, Sealed, Workload};
-use schemas::batch::{self, DecodedBatch, Limits};
+use schemas::batch::{DecodedBatch, Decoder, Limits};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -68,6 +69,11 @@ struct Args {
     /// Run only this part (the decode baseline always runs).
     #[arg(long)]
     only: Option<Part>,
+    /// Instead of measuring, run the rollup once and print a digest
+    /// (SHA-256) of every row each flush would write: two builds that print
+    /// the same digest produce the same rows from this log.
+    #[arg(long)]
+    digest: bool,
     /// The GoAccess binary.
     #[arg(long, default_value = "goaccess")]
     goaccess: String,
@@ -122,6 +128,12 @@ fn main() {
         common::mib(sealed.iter().map(|s| s.blob.len()).sum()),
         seal.cpu_ns_per_record()
     );
+
+    if args.digest {
+        let digest = rows_digest(&sealed, &args);
+        println!("\nrows digest (SHA-256 of every flush's minute rows): {digest}");
+        return;
+    }
 
     let mut results: Vec<(String, Measured)> = Vec::new();
     println!("\nbaseline: decode every batch, visit every record");
@@ -253,11 +265,12 @@ fn timed(f: impl FnOnce() -> Measured) -> Measured {
     m
 }
 
-/// `batch::decode`, never inlined, so that a profile can name it
+/// `Decoder::decode`, as the consumer decodes (one decoder for every
+/// batch), never inlined, so that a profile can name it
 /// (`valgrind --toggle-collect='rollup::decode'`).
 #[inline(never)]
-fn decode(blob: &[u8], limits: &Limits) -> DecodedBatch {
-    batch::decode(blob, limits).expect("sealed batches decode")
+fn decode(decoder: &mut Decoder, blob: &[u8], limits: &Limits) -> DecodedBatch {
+    decoder.decode(blob, limits).expect("sealed batches decode")
 }
 
 /// [`BatchRollup::add`], never inlined, so that a profile can name it
@@ -275,10 +288,11 @@ fn add(
 
 fn decode_pass(sealed: &[Sealed]) -> Measured {
     let limits = Limits::default();
+    let mut decoder = Decoder::new();
     timed(|| {
         let mut records = 0u64;
         for s in sealed {
-            let batch = decode(&s.blob, &limits);
+            let batch = decode(&mut decoder, &s.blob, &limits);
             batch
                 .for_each(|record| {
                     black_box(record);
@@ -295,6 +309,7 @@ fn decode_pass(sealed: &[Sealed]) -> Measured {
 
 fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
     let limits = Limits::default();
+    let mut decoder = Decoder::new();
     let mut rollup = BatchRollup::new(
         (0..args.shards).map(|i| format!("shard{i}")),
         &RollupConfig::default(),
@@ -304,7 +319,7 @@ fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
     timed(|| {
         let mut m = Measured::default();
         for (i, s) in sealed.iter().enumerate() {
-            let batch = decode(&s.blob, &limits);
+            let batch = decode(&mut decoder, &s.blob, &limits);
             let at = Instant::now();
             let late = add(&mut rollup, &batch, &wanted, &mut pendings);
             m.inner += at.elapsed();
@@ -325,6 +340,42 @@ fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
         }
         m
     })
+}
+
+/// A rollup pass as [`rollup_pass`] does it, untimed, digesting the rows
+/// of every flush (zone and security, at minute resolution: the hours and
+/// days are merged from them) as they would be sent.
+fn rows_digest(sealed: &[Sealed], args: &Args) -> String {
+    use sha2::Digest;
+    let limits = Limits::default();
+    let mut decoder = Decoder::new();
+    let mut rollup = BatchRollup::new(
+        (0..args.shards).map(|i| format!("shard{i}")),
+        &RollupConfig::default(),
+    );
+    let mut pendings: Vec<Pending> = (0..args.shards).map(|_| Pending::default()).collect();
+    let wanted = vec![true; args.shards];
+    let mut hasher = sha2::Sha256::new();
+    let mut rows = 0;
+    for (i, s) in sealed.iter().enumerate() {
+        let batch = decode(&mut decoder, &s.blob, &limits);
+        add(&mut rollup, &batch, &wanted, &mut pendings);
+        if (i + 1) % args.flush_every.max(1) == 0 || i + 1 == sealed.len() {
+            for pending in &mut pendings {
+                for family in Family::ALL {
+                    let of = Rows::of(pending, family, Resolution::Minute);
+                    rows += of.len();
+                    hasher.update(of.to_text());
+                }
+                pending.clear_rows();
+            }
+        }
+    }
+    println!(
+        "  {rows} rows written by {} flushes",
+        sealed.len().div_ceil(args.flush_every.max(1))
+    );
+    hex::encode(hasher.finalize())
 }
 
 /// GoAccess over the log, written to a file first (it reads files).

@@ -44,7 +44,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use schemas::batch::{self, DecodedBatch, Limits};
+use schemas::batch::{DecodedBatch, Decoder, Limits};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
@@ -270,6 +270,7 @@ pub fn start(
         commands: command_tx,
         metrics,
         rollup: BatchRollup::new(config.shards.iter().map(|s| s.name.clone()), &config.rollup),
+        decoder: Decoder::new(),
         flushing: None,
     };
     let interval = config.flush.interval();
@@ -502,6 +503,8 @@ struct Core {
     commands: std::sync::mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     rollup: BatchRollup,
+    /// Keeps its decompression buffer from one message to the next.
+    decoder: Decoder,
     /// The flush in flight.
     flushing: Option<tokio::task::JoinHandle<FlushOutcome>>,
 }
@@ -770,7 +773,7 @@ impl Core {
         blob: &[u8],
         timestamp: Option<SystemTime>,
     ) {
-        let batch = match batch::decode(blob, &Limits::default()) {
+        let batch = match self.decoder.decode(blob, &Limits::default()) {
             Ok(batch) => Some(batch),
             Err(e) => {
                 // Ingest validates before producing, so this is a bug or a

@@ -492,6 +492,34 @@ fn rolled_up<'a, R: Clone + 'a>(
 
 /// Appends one row's values, column by column; a value of the wrong kind
 /// for its column is a bug and panics.
+impl Rows {
+    /// Every row as one line of text: key, bucket start, then each column's
+    /// value in order (a counter in decimal, JSON as written, a
+    /// HyperLogLog as its storage bytes in hex). What a flush would send,
+    /// in a form to compare: the rollup benchmark digests it to check that
+    /// a change to the rollup leaves the rows as they were.
+    pub fn to_text(&self) -> String {
+        let mut text = String::new();
+        for (i, (key, bucket)) in self.keys.iter().zip(&self.buckets).enumerate() {
+            let since = bucket
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            text.push_str(&format!("{key}\t{}", since.as_secs()));
+            for values in &self.values {
+                let value = match values {
+                    Values::Counter(v) => v[i].to_string(),
+                    Values::Json(v) => v[i].to_string(),
+                    Values::Hll(v) => hex::encode(v[i].to_bytes()),
+                };
+                text.push('\t');
+                text.push_str(&value);
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
 pub struct RowWriter<'a> {
     values: &'a mut [Values],
     next: usize,

@@ -28,9 +28,15 @@
 //! allocated (an "LZ4 bomb" costs nothing), the CRC (which covers the header
 //! too, so a flipped identity bit is caught) is checked before Cap'n Proto
 //! reads a byte, and every record is read through with traversal and
-//! nesting limits, its lists no longer than its message could hold (so that
-//! reading costs no more than the bytes do). Every failure is a
-//! [`BatchError`]; nothing panics.
+//! nesting limits, its lists no longer and its texts no larger than its
+//! message could hold (so that reading costs no more than the bytes do).
+//! Every failure is a [`BatchError`]; nothing panics.
+//!
+//! Decoding reads each record out of Cap'n Proto once: its checked fields
+//! are kept in the [`DecodedBatch`], its texts copied into one buffer, so
+//! that visiting the records afterwards ([`DecodedBatch::for_each`]) only
+//! slices that buffer. A [`Decoder`] does the same and keeps its
+//! decompression buffer from one batch to the next.
 //!
 //! A [`Validator`] runs the very same checks (the same code: a blob it
 //! accepts is one `decode` accepts, and a blob it refuses gets the same
@@ -42,7 +48,7 @@ use capnp::message::ReaderSegments;
 use capnp::message::{self, ReaderOptions};
 use capnp::serialize::{self, NoAllocSliceSegments};
 
-use crate::record::Record;
+use crate::record::{Record, Stored, StoredExtra};
 use crate::request_capnp::request;
 
 const MAGIC: &[u8; 4] = b"SLCB";
@@ -261,22 +267,26 @@ fn append<A: message::Allocator>(
 }
 
 /// A decoded, verified batch: the header checked, the payload decompressed
-/// and its CRC matched. Every record was read through once by [`decode`], so
-/// iterating again cannot fail on bad data.
+/// and its CRC matched, every record read and checked once by [`decode`]
+/// and kept: its numbers and enums as they are, its texts in one buffer.
+/// Visiting the records cannot fail on bad data and reads no Cap'n Proto.
+///
+/// It holds no more than its payload's size in texts (each record's texts
+/// fit in its message), and a fixed size per record and per extra.
 pub struct DecodedBatch {
     id: BatchId,
-    count: u32,
-    /// Word-aligned, as Cap'n Proto requires for zero-copy reads.
-    payload: Vec<capnp::Word>,
-    options: ReaderOptions,
+    records: Vec<Stored>,
+    /// Every text of every record, back to back.
+    texts: String,
+    extras: Vec<StoredExtra>,
 }
 
 impl std::fmt::Debug for DecodedBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DecodedBatch")
             .field("id", &self.id)
-            .field("count", &self.count)
-            .field("raw_len", &(self.payload.len() * 8))
+            .field("count", &self.records.len())
+            .field("texts_len", &self.texts.len())
             .finish()
     }
 }
@@ -329,20 +339,81 @@ fn checksum(header: &[u8], raw: &[u8]) -> u32 {
 }
 
 /// Verifies a blob completely and returns it decoded. See the module doc
-/// for what is checked, in which order.
+/// for what is checked, in which order. [`Decoder::decode`] does the same
+/// with a buffer it keeps.
 pub fn decode(blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> {
-    let mut payload = Vec::new();
-    let header = unpack(blob, limits, &mut payload)?;
-    let batch = DecodedBatch {
-        id: header.id,
-        count: header.count,
-        payload,
-        options: reader_options(limits),
-    };
-    // Read every record once now, so that a batch that decodes is a batch
-    // whose every record can be used.
-    batch.try_for_each(|_| Ok(()))?;
-    Ok(batch)
+    Decoder::new().decode(blob, limits)
+}
+
+/// The smallest framed message: its segment table (one word for one
+/// segment) and a segment of one word (the root pointer).
+const MIN_MESSAGE_BYTES: usize = 16;
+
+/// Decodes blobs as [`decode`] does, reusing its decompression buffer
+/// from one blob to the next (allocated once, never zeroed again, as a
+/// [`Validator`]'s): for a caller that decodes in a loop, such as the
+/// aggregator. The buffer grows to the largest payload decoded, at most
+/// [`Limits::max_raw_len`], and is kept until the decoder is dropped.
+///
+/// ```
+/// use schemas::batch::{BatchBuilder, BatchId, Decoder, Limits};
+/// use schemas::Record;
+///
+/// let mut builder = BatchBuilder::new();
+/// builder.push(&Record { zone: "example.com", status: 200, ..Record::default() });
+/// let blob = builder.seal(BatchId { epoch: 7, seq: 1 });
+///
+/// let mut decoder = Decoder::new();
+/// let batch = decoder.decode(&blob, &Limits::default()).unwrap();
+/// assert_eq!((batch.id(), batch.len()), (BatchId { epoch: 7, seq: 1 }, 1));
+/// ```
+#[derive(Default)]
+pub struct Decoder {
+    /// The last payload, and spare capacity from larger earlier ones.
+    payload: Vec<capnp::Word>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("buffer_bytes", &(self.payload.len() * 8))
+            .finish()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verifies `blob` completely and returns it decoded; see [`decode`].
+    pub fn decode(&mut self, blob: &[u8], limits: &Limits) -> Result<DecodedBatch, BatchError> {
+        let header = unpack(blob, limits, &mut self.payload)?;
+        let payload = &capnp::Word::words_to_bytes(&self.payload)[..header.raw_len];
+        // At most one record per smallest message, whatever the header
+        // claims; every record's texts fit in its message.
+        let mut records =
+            Vec::with_capacity((header.count as usize).min(payload.len() / MIN_MESSAGE_BYTES));
+        let mut texts = String::with_capacity(payload.len());
+        let mut extras = Vec::new();
+        for_each_root(
+            payload,
+            header.count,
+            reader_options(limits),
+            |index, root, words| {
+                let record =
+                    Stored::read(root, words, &mut texts, &mut extras).map_err(invalid(index))?;
+                records.push(record);
+                Ok(())
+            },
+        )?;
+        Ok(DecodedBatch {
+            id: header.id,
+            records,
+            texts,
+            extras,
+        })
+    }
 }
 
 /// Checks blobs exactly as [`decode`] does, for a caller that needs only
@@ -539,14 +610,17 @@ impl DecodedBatch {
 
     /// Number of records.
     pub fn len(&self) -> u32 {
-        self.count
+        // `decode` checked it against the header's u32 count.
+        self.records.len() as u32
     }
 
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.records.is_empty()
     }
 
     /// Calls `f` with each record in order. Records borrow from the batch.
+    /// Every record was checked by `decode`: this returns an error only if
+    /// `f` does, which it cannot.
     pub fn for_each(&self, mut f: impl FnMut(&Record<'_>)) -> Result<(), BatchError> {
         self.try_for_each(|record| {
             f(record);
@@ -555,15 +629,20 @@ impl DecodedBatch {
     }
 
     /// Like [`for_each`](Self::for_each), stopping at the first error `f`
-    /// returns or at the first invalid record.
+    /// returns.
     pub fn try_for_each(
         &self,
         mut f: impl FnMut(&Record<'_>) -> Result<(), BatchError>,
     ) -> Result<(), BatchError> {
-        let payload = capnp::Word::words_to_bytes(&self.payload);
-        for_each_root(payload, self.count, self.options, |index, root, words| {
-            f(&Record::read_from(root, words).map_err(invalid(index))?)
-        })
+        // One vector for every record's extras: no allocation per record.
+        let mut extras = Vec::new();
+        for stored in &self.records {
+            let record = stored.record(&self.texts, &self.extras, extras);
+            f(&record)?;
+            extras = record.extras;
+            extras.clear();
+        }
+        Ok(())
     }
 }
 
@@ -711,6 +790,86 @@ mod tests {
         assert_eq!(
             Validator::new().validate(&blob, &limits),
             Ok((BatchId { epoch: 5, seq: 1 }, 2))
+        );
+    }
+
+    /// Cap'n Proto lets two pointers share one text; a record whose texts
+    /// add up to more than its message is refused (by `decode` and the
+    /// validator alike), so that a decoded batch holds no more texts than
+    /// its payload.
+    #[test]
+    fn a_record_whose_texts_share_bytes_is_refused() {
+        let zone = "z".repeat(200);
+        let record = Record {
+            zone: &zone,
+            path: "/p",
+            ..Record::default()
+        };
+        let mut message = message::Builder::new_default();
+        record.write_to(message.init_root::<request::Builder<'_>>());
+        let segment = message.get_segments_for_output()[0].to_vec();
+        let word = |i: usize| u64::from_le_bytes(segment[i * 8..i * 8 + 8].try_into().unwrap());
+        // The root struct's pointer section, and the target of each of its
+        // list pointers.
+        let root = word(0);
+        let data_words = ((root >> 32) & 0xffff) as usize;
+        let pointers_at = 1 + ((root as u32 as i32) >> 2) as usize + data_words;
+        let offset = |p: u64| ((p as u32 as i32) >> 2) as i64;
+        let target = |i: usize| i as i64 + 1 + offset(word(i));
+        let text_at = |i: usize| {
+            let start = target(i) as usize * 8;
+            &segment[start..start + 4]
+        };
+        let slots = (root >> 48) as usize;
+        let zone = (pointers_at..pointers_at + slots)
+            .find(|&i| word(i) & 3 == 1 && text_at(i) == b"zzzz")
+            .expect("the zone's pointer");
+        let path = (pointers_at..pointers_at + slots)
+            .find(|&i| word(i) & 3 == 1 && text_at(i) == b"/p\0\0")
+            .expect("the path's pointer");
+
+        let seal = |segment: &[u8]| {
+            let mut builder = BatchBuilder::new();
+            builder.raw.extend_from_slice(&0u32.to_le_bytes());
+            builder
+                .raw
+                .extend_from_slice(&((segment.len() / 8) as u32).to_le_bytes());
+            builder.raw.extend_from_slice(segment);
+            builder.count = 1;
+            builder.seal(BatchId { epoch: 6, seq: 1 })
+        };
+        let limits = Limits::default();
+        let batch = decode(&seal(&segment), &limits).unwrap();
+        let mut read = Vec::new();
+        batch.for_each(|r| read.push(format!("{r:?}"))).unwrap();
+        assert_eq!(read, [format!("{record:?}")]);
+
+        // Every other text's pointer (host, path, protocol) aimed at the
+        // zone's 200 bytes: they add up to more than the message's size.
+        let mut shared = segment.clone();
+        let aimed = |from: usize| {
+            let delta = target(zone) - (from as i64 + 1);
+            let kind_and_size = word(zone) & !0xffff_fffc | (word(zone) & 3);
+            kind_and_size | ((delta as u32 as u64) << 2 & 0xffff_fffc)
+        };
+        for slot in pointers_at..pointers_at + slots {
+            if slot != zone && word(slot) & 3 == 1 && target(slot) != target(zone) {
+                shared[slot * 8..slot * 8 + 8].copy_from_slice(&aimed(slot).to_le_bytes());
+            }
+        }
+        assert_ne!(
+            shared[path * 8..path * 8 + 8],
+            segment[path * 8..path * 8 + 8]
+        );
+        let blob = seal(&shared);
+        let decoded = decode(&blob, &limits).map(|b| b.len());
+        assert!(
+            matches!(&decoded, Err(BatchError::Record { index: 0, reason }) if reason.contains("shared texts")),
+            "{decoded:?}"
+        );
+        assert_eq!(
+            Validator::new().validate(&blob, &limits).map(|(_, n)| n),
+            decoded
         );
     }
 

@@ -41,6 +41,6 @@ pub mod request_capnp {
     include!("generated/request_capnp.rs");
 }
 
-pub use batch::{BatchBuilder, BatchError, BatchId, DecodedBatch, Limits, Validator};
+pub use batch::{BatchBuilder, BatchError, BatchId, DecodedBatch, Decoder, Limits, Validator};
 pub use record::{CacheStatus, Method, Record, Scheme, TlsProtocol};
 pub use wire::{Frame, FrameCodec, WireError};

@@ -167,53 +167,168 @@ fn set_if_any(value: &str, set: impl FnOnce(&str)) {
     }
 }
 
-impl<'a> Record<'a> {
-    /// Reads a record out of a Cap'n Proto reader, checking every field.
-    /// `message_words` is the size of the message `r` is the root of.
-    pub(crate) fn read_from(
-        r: request::Reader<'a>,
+impl Record<'_> {
+    /// Checks what [`Stored::read`] checks, with the same error, building
+    /// nothing: for a record that is validated, not used.
+    pub(crate) fn check(r: request::Reader<'_>, message_words: usize) -> capnp::Result<()> {
+        Checked::read(r, message_words, check_text, |(), ()| {}).map(drop)
+    }
+}
+
+/// A record read out of its message once, checked, and kept apart from it:
+/// the numbers and enums as they are, each text as where it ends in a
+/// buffer of texts that the reader fills ([`Stored::read`]). A
+/// [`Record`] is made from it again ([`Stored::record`]) by slicing that
+/// buffer, without Cap'n Proto.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    timestamp_ns: i64,
+    response_bytes: u64,
+    request_bytes: u64,
+    request_time_us: u32,
+    upstream_time_us: Option<u32>,
+    status: u16,
+    method: Method,
+    scheme: Scheme,
+    cache_status: CacheStatus,
+    tls_protocol: TlsProtocol,
+    /// Where the first of its texts (the zone) starts in the texts.
+    texts_start: u32,
+    /// The client address, and where each text ends, in [`Checked`]'s
+    /// order; each text starts where the one before ends.
+    texts: Checked<u32>,
+    /// Its extras: this range of the extras list (key start, key end =
+    /// value start, value end in the texts).
+    extras: std::ops::Range<u32>,
+}
+
+// What the fuzz targets' bound on a decoded batch's heap assumes (see
+// `decode_heap_bound` in `fuzz/src/lib.rs`).
+const _: () = assert!(std::mem::size_of::<Stored>() <= 128);
+
+/// A stored extra: where its key starts, where the key ends and the value
+/// starts, where the value ends, in the texts.
+pub(crate) type StoredExtra = [u32; 3];
+
+impl Stored {
+    /// Reads a record out of a Cap'n Proto reader, checking every field as
+    /// [`Record::check`] does (the same code), and appends its texts to
+    /// `texts` and its extras to `extras`. `message_words` is the size of
+    /// the message `r` is the root of.
+    pub(crate) fn read(
+        r: request::Reader<'_>,
         message_words: usize,
-    ) -> capnp::Result<Record<'a>> {
-        let mut extras = Vec::new();
-        let checked = Checked::read(r, message_words, text, |key, value| {
-            extras.push((key, value))
-        })?;
-        Ok(Record {
+        texts: &mut String,
+        extras: &mut Vec<StoredExtra>,
+    ) -> capnp::Result<Stored> {
+        let end_of = |texts: &String| {
+            u32::try_from(texts.len())
+                .map_err(|_| capnp::Error::failed("the texts of a batch exceed 4 GiB".into()))
+        };
+        let extras_start = extras.len();
+        let mut pending_start = end_of(texts)?;
+        let checked = Checked::read(
+            r,
+            message_words,
+            |t| {
+                texts.push_str(text(t)?);
+                end_of(texts)
+            },
+            |key_end, value_end| {
+                extras.push([pending_start, key_end, value_end]);
+                pending_start = value_end;
+            },
+        )?;
+        let extras_end = extras.len();
+        // The zone follows the last extra's value, or starts the record.
+        let texts_start = pending_start;
+        let index =
+            |i: usize| u32::try_from(i).map_err(|_| capnp::Error::failed("too many extras".into()));
+        Ok(Stored {
             timestamp_ns: r.get_timestamp_ns(),
-            zone: checked.zone,
-            client_ip: checked.client_ip,
-            method: r.get_method().unwrap_or(Method::Other),
-            method_other: checked.method_other,
-            scheme: r.get_scheme().unwrap_or(Scheme::Unknown),
-            host: checked.host,
-            path: checked.path,
-            query: checked.query,
-            protocol: checked.protocol,
-            status: r.get_status(),
             response_bytes: r.get_response_bytes(),
             request_bytes: r.get_request_bytes(),
             request_time_us: r.get_request_time_us(),
             upstream_time_us: r.get_has_upstream_time().then(|| r.get_upstream_time_us()),
+            status: r.get_status(),
+            method: r.get_method().unwrap_or(Method::Other),
+            scheme: r.get_scheme().unwrap_or(Scheme::Unknown),
             cache_status: r.get_cache_status().unwrap_or(CacheStatus::Other),
-            referer: checked.referer,
-            user_agent: checked.user_agent,
-            content_type: checked.content_type,
-            country: checked.country,
             tls_protocol: r.get_tls_protocol().unwrap_or(TlsProtocol::Other),
-            extras,
+            texts_start,
+            texts: checked,
+            extras: index(extras_start)?..index(extras_end)?,
         })
     }
 
-    /// Checks what [`read_from`](Self::read_from) checks, with the same
-    /// error, building nothing: for a record that is validated, not used.
-    pub(crate) fn check(r: request::Reader<'_>, message_words: usize) -> capnp::Result<()> {
-        Checked::read(r, message_words, check_text, |(), ()| {}).map(drop)
+    /// The record, its texts borrowed from `texts` and `all_extras` (what
+    /// [`Stored::read`] filled). `extras` is an empty vector to fill, so
+    /// that a caller can reuse one for every record.
+    pub(crate) fn record<'a>(
+        &self,
+        texts: &'a str,
+        all_extras: &[StoredExtra],
+        mut extras: Vec<(&'a str, &'a str)>,
+    ) -> Record<'a> {
+        let mut at = self.texts_start as usize;
+        let mut next = |end: u32| {
+            let text = &texts[at..end as usize];
+            at = end as usize;
+            text
+        };
+        let t = &self.texts;
+        let (zone, method_other, host, path, query, protocol) = (
+            next(t.zone),
+            next(t.method_other),
+            next(t.host),
+            next(t.path),
+            next(t.query),
+            next(t.protocol),
+        );
+        let (referer, user_agent, content_type, country) = (
+            next(t.referer),
+            next(t.user_agent),
+            next(t.content_type),
+            next(t.country),
+        );
+        let range = self.extras.start as usize..self.extras.end as usize;
+        extras.extend(all_extras[range].iter().map(|&[key, middle, end]| {
+            (
+                &texts[key as usize..middle as usize],
+                &texts[middle as usize..end as usize],
+            )
+        }));
+        Record {
+            timestamp_ns: self.timestamp_ns,
+            zone,
+            client_ip: t.client_ip,
+            method: self.method,
+            method_other,
+            scheme: self.scheme,
+            host,
+            path,
+            query,
+            protocol,
+            status: self.status,
+            response_bytes: self.response_bytes,
+            request_bytes: self.request_bytes,
+            request_time_us: self.request_time_us,
+            upstream_time_us: self.upstream_time_us,
+            cache_status: self.cache_status,
+            referer,
+            user_agent,
+            content_type,
+            country,
+            tls_protocol: self.tls_protocol,
+            extras,
+        }
     }
 }
 
 /// The fields of a record that can be invalid, read in one fixed order so
 /// that reading and checking a record fail alike, each text as `T`. The rest
 /// (numbers, and enums, where an unknown value is the catch-all) cannot be.
+#[derive(Debug, Clone)]
 struct Checked<T> {
     client_ip: Option<IpAddr>,
     zone: T,
@@ -231,12 +346,29 @@ struct Checked<T> {
 impl<T> Checked<T> {
     /// Reads and checks them, each text through `text`; calls `extra` with
     /// each extra's key and value.
+    ///
+    /// The texts of a record must add up to no more bytes than its message
+    /// holds. Cap'n Proto lets many pointers share one text, which would let
+    /// a small message stand for megabytes of texts (up to the traversal
+    /// limit, per record) in a decoded batch; a message written by
+    /// [`crate::batch::BatchBuilder`], or by any writer that does not share
+    /// texts, is within this bound.
     fn read<'a>(
         r: request::Reader<'a>,
         message_words: usize,
-        text: impl Fn(capnp::Result<capnp::text::Reader<'a>>) -> capnp::Result<T>,
+        mut read_text: impl FnMut(capnp::Result<capnp::text::Reader<'a>>) -> capnp::Result<T>,
         mut extra: impl FnMut(T, T),
     ) -> capnp::Result<Checked<T>> {
+        let mut budget = message_words.saturating_mul(8);
+        let mut text = |t: capnp::Result<capnp::text::Reader<'a>>| {
+            let t = t?;
+            budget = budget.checked_sub(t.len()).ok_or_else(|| {
+                capnp::Error::failed(format!(
+                    "texts beyond the {message_words} words of their message (shared texts)"
+                ))
+            })?;
+            read_text(Ok(t))
+        };
         let ip = r.get_client_ip()?;
         let client_ip = match ip.len() {
             0 => None,
@@ -266,7 +398,8 @@ impl<T> Checked<T> {
                 )));
             }
             for e in list.iter() {
-                extra(text(e.get_key())?, text(e.get_value())?);
+                let key = text(e.get_key())?;
+                extra(key, text(e.get_value())?);
             }
         }
         Ok(Checked {

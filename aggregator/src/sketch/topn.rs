@@ -45,10 +45,9 @@
 //! path; keys that agree on their first 256 bytes count as one.
 
 use std::cmp::Ordering;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
+use hashbrown::HashTable;
 use serde_json::{Map, Value};
 
 use super::SketchError;
@@ -62,13 +61,23 @@ pub struct TopN {
     k: usize,
     /// The largest count evicted so far: what a newly seen key starts above.
     floor: u64,
-    counts: HashMap<String, u64, KeyHasher>,
+    /// The entries, found by their key's hash, which each keeps: a key is
+    /// hashed once per add, and never again when the table grows.
+    entries: HashTable<Entry>,
+    seed: u64,
     /// The buffers of evicted keys, emptied, for new keys to reuse: a
     /// stream of ever new keys (client addresses of a busy zone) would
     /// otherwise allocate and free one per add.
     spare: Vec<String>,
-    /// The entries while pruning; kept for its allocation.
-    scratch: Vec<(String, u64)>,
+    /// The K-th largest key while pruning; kept for its allocation.
+    kth: String,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    key: String,
+    count: u64,
+    hash: u64,
 }
 
 impl Clone for TopN {
@@ -76,9 +85,10 @@ impl Clone for TopN {
         TopN {
             k: self.k,
             floor: self.floor,
-            counts: self.counts.clone(),
+            entries: self.entries.clone(),
+            seed: self.seed,
             spare: Vec::new(),
-            scratch: Vec::new(),
+            kth: String::new(),
         }
     }
 }
@@ -94,9 +104,10 @@ impl TopN {
         TopN {
             k,
             floor: 0,
-            counts: HashMap::with_hasher(KeyHasher::new()),
+            entries: HashTable::new(),
+            seed: seed(),
             spare: Vec::new(),
-            scratch: Vec::new(),
+            kth: String::new(),
         }
     }
 
@@ -114,13 +125,31 @@ impl TopN {
     /// Counts one occurrence of `key` (cut to [`MAX_KEY_BYTES`]).
     #[inline]
     pub fn add(&mut self, key: &str) {
-        let key = truncate(key);
-        if let Some(n) = self.counts.get_mut(key) {
-            // Saturating: only counts read from hostile JSON come near.
-            *n = n.saturating_add(1);
+        let floor = self.floor;
+        // Saturating: only counts read from hostile JSON come near.
+        self.add_count(truncate(key), 1, floor.saturating_add(1));
+    }
+
+    /// Adds `n` to the count of `key` (already cut), or enters it with
+    /// `new` if it is not held; prunes when the table outgrows 2K.
+    #[inline]
+    fn add_count(&mut self, key: &str, n: u64, new: u64) {
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), self.seed);
+        if let Some(entry) = self.entries.find_mut(hash, |e| e.key == key) {
+            entry.count = entry.count.saturating_add(n);
             return;
         }
-        self.insert_new(key, self.floor.saturating_add(1));
+        let mut owned = self.spare.pop().unwrap_or_default();
+        owned.push_str(key);
+        let entry = Entry {
+            key: owned,
+            count: new,
+            hash,
+        };
+        self.entries.insert_unique(hash, entry, |e| e.hash);
+        if self.entries.len() > 2 * self.k {
+            self.prune();
+        }
     }
 
     /// Adds the K largest entries of `other` to the K largest of `self`,
@@ -129,13 +158,8 @@ impl TopN {
     pub fn merge(&mut self, other: &TopN) {
         self.prune();
         for (key, n) in other.largest() {
-            match self.counts.get_mut(key) {
-                Some(count) => *count = count.saturating_add(n),
-                None => {
-                    let owned = self.owned(key);
-                    self.counts.insert(owned, n);
-                }
-            }
+            // At most 2K entries: no pruning in between.
+            self.add_count(key, n, n);
         }
         self.prune();
         self.floor = self.floor.max(other.floor);
@@ -152,7 +176,7 @@ impl TopN {
 
     /// Whether no key was added.
     pub fn is_empty(&self) -> bool {
-        self.counts.is_empty()
+        self.entries.is_empty()
     }
 
     /// The K largest entries as a JSON object, key → count.
@@ -189,52 +213,50 @@ impl TopN {
             if n == 0 {
                 continue;
             }
-            let key = truncate(key);
-            match top.counts.get_mut(key) {
-                Some(count) => *count = count.saturating_add(n),
-                None => top.insert_new(key, n),
-            }
+            top.add_count(truncate(key), n, n);
         }
         top.prune();
         Ok(top)
     }
 
-    /// `key` in a buffer of its own, reusing an evicted key's if any.
-    fn owned(&mut self, key: &str) -> String {
-        let mut owned = self.spare.pop().unwrap_or_default();
-        owned.push_str(key);
-        owned
-    }
-
-    fn insert_new(&mut self, key: &str, n: u64) {
-        let owned = self.owned(key);
-        self.counts.insert(owned, n);
-        if self.counts.len() > 2 * self.k {
-            self.prune();
-        }
-    }
-
     /// Keeps the K largest entries; the largest count dropped raises the
-    /// floor.
+    /// floor. The entries are taken out where they are: those kept are
+    /// neither moved nor hashed again.
     fn prune(&mut self) {
-        if self.counts.len() <= self.k {
+        if self.entries.len() <= self.k {
             return;
         }
-        let entries = &mut self.scratch;
-        entries.extend(self.counts.drain());
-        entries.select_nth_unstable_by(self.k, |a, b| rank((&a.0, a.1), (&b.0, b.1)));
-        for (mut key, n) in entries.drain(self.k..) {
-            self.floor = self.floor.max(n);
+        let TopN {
+            k,
+            floor,
+            entries,
+            spare,
+            kth,
+            ..
+        } = self;
+        let (kth_count, kth_key) = {
+            let mut ranked: Vec<(&str, u64)> =
+                entries.iter().map(|e| (e.key.as_str(), e.count)).collect();
+            let (_, kth, _) = ranked.select_nth_unstable_by(*k - 1, |a, b| rank(*a, *b));
+            (kth.1, kth.0)
+        };
+        kth.clear();
+        kth.push_str(kth_key);
+        let below = |e: &mut Entry| rank((&e.key, e.count), (kth, kth_count)) == Ordering::Greater;
+        for Entry { mut key, count, .. } in entries.extract_if(below) {
+            *floor = (*floor).max(count);
             key.clear();
-            self.spare.push(key);
+            spare.push(key);
         }
-        self.counts.extend(entries.drain(..));
     }
 
     /// The K largest entries, in no particular order.
     fn largest(&self) -> Vec<(&str, u64)> {
-        let mut entries: Vec<(&str, u64)> =
-            self.counts.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        let mut entries: Vec<(&str, u64)> = self
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.count))
+            .collect();
         if entries.len() > self.k {
             entries.select_nth_unstable_by(self.k, |a, b| rank(*a, *b));
             entries.truncate(self.k);
@@ -269,53 +291,13 @@ fn truncate(key: &str) -> &str {
     &key[..end]
 }
 
-/// Hashes a key with XXH3 under a per-process random seed: a few
+/// The seed of the keys' XXH3 hashes, random per process: a few
 /// nanoseconds for a short key, where SipHash takes tens. Keys come from
-/// the traffic, hence the seed; and a map never holds more than 2K + 1
+/// the traffic, hence the seed; and a table never holds more than 2K + 1
 /// entries, which bounds what any collision can cost.
-#[derive(Debug, Clone, Copy)]
-struct KeyHasher {
-    seed: u64,
-}
-
-impl KeyHasher {
-    fn new() -> Self {
-        static SEED: OnceLock<u64> = OnceLock::new();
-        KeyHasher {
-            seed: *SEED.get_or_init(rand::random),
-        }
-    }
-}
-
-impl BuildHasher for KeyHasher {
-    type Hasher = KeyHash;
-
-    #[inline]
-    fn build_hasher(&self) -> KeyHash {
-        KeyHash(self.seed)
-    }
-}
-
-/// `str` hashes as `write(bytes)` then `write_u8(0xff)`.
-struct KeyHash(u64);
-
-impl Hasher for KeyHash {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, byte: u8) {
-        // The terminator adds nothing to an already mixed hash; keep it
-        // cheap (an odd multiplier keeps it a bijection).
-        self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(rand::random)
 }
 
 #[cfg(test)]
@@ -323,6 +305,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng};
+    use std::collections::HashMap;
 
     /// A Zipf stream over `keys` keys: key i is drawn with weight
     /// 1/(i + 1)^1.2 (see the module doc for flatter ones).
@@ -501,6 +484,41 @@ mod tests {
                 top.add("x");
                 let _ = (top.top(k), top.to_json());
             }
+        }
+
+        /// The summary is the module doc's algorithm, however it is
+        /// implemented: a plain model (a map, sorted in full at each
+        /// pruning) keeps the same entries with the same counts and floor.
+        #[test]
+        fn pruning_keeps_what_sorting_everything_keeps(
+            stream in proptest::collection::vec(0u8..50, 0..600),
+            k in 1usize..8,
+        ) {
+            let mut model: HashMap<String, u64> = HashMap::new();
+            let mut floor = 0;
+            let mut top = TopN::new(k);
+            for i in &stream {
+                let key = i.to_string();
+                top.add(&key);
+                match model.get_mut(&key) {
+                    Some(n) => *n += 1,
+                    None => {
+                        model.insert(key, floor + 1);
+                        if model.len() > 2 * k {
+                            let mut all: Vec<(String, u64)> = model.drain().collect();
+                            all.sort_unstable_by(|a, b| rank((&a.0, a.1), (&b.0, b.1)));
+                            floor = floor.max(all[k..].iter().map(|(_, n)| *n).max().unwrap_or(0));
+                            all.truncate(k);
+                            model.extend(all);
+                        }
+                    }
+                }
+            }
+            let mut expected: Vec<(&str, u64)> = model.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            expected.sort_unstable_by(|a, b| rank(*a, *b));
+            expected.truncate(k);
+            prop_assert_eq!(top.top(k), expected);
+            prop_assert_eq!(top.floor(), floor);
         }
 
         #[test]

@@ -191,13 +191,20 @@ pub fn peak_heap<R>(f: impl FnOnce() -> R) -> (R, usize) {
 }
 
 /// Most heap [`batch::decode`] may hold for a blob of `len` bytes: the
-/// payload (LZ4 expands at most 255 times), one record's extras (32 bytes
-/// per extra, and an extra takes at least an 8-byte word of the payload),
-/// and a little for error messages. Anything more is an allocation the blob
-/// did not pay for.
+/// payload (LZ4 expands at most 255 times); as many bytes of texts (a
+/// record's texts fit in its message); a stored record of at most 128 bytes
+/// (asserted in `schemas`) per 16 bytes of payload, the smallest message;
+/// the stored extras, 12 bytes each and at most one per 8-byte word of
+/// payload, in a vector that may have doubled; a [`Record`]'s extras while
+/// visiting (32 bytes each, the same number); and a little for error
+/// messages. Anything more is an allocation the blob did not pay for.
 pub fn decode_heap_bound(len: usize) -> usize {
     let payload = 255 * len;
-    payload + 4 * payload + (64 << 10)
+    let texts = payload;
+    let records = 128 * payload / 16;
+    let extras = 2 * 12 * payload / 8;
+    let visited = 32 * payload / 8;
+    payload + texts + records + extras + visited + (64 << 10)
 }
 
 /// The blob layout of [`schemas::batch`] (see its module doc), which the
