@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Transaction};
+use tokio_postgres::{NoTls, Statement};
 
 use crate::config::Retention;
 use crate::dedup::Window;
@@ -123,6 +123,13 @@ impl Shard {
             shard: self.name.clone(),
             reason: e.to_string(),
         })
+    }
+
+    /// `sql` prepared on `tx`'s connection, once per connection: deadpool
+    /// keeps the statement, so the same few statements of every flush are
+    /// parsed and analysed once rather than every second.
+    async fn prepared(&self, tx: &Transaction<'_>, sql: &str) -> Result<Statement, StoreError> {
+        tx.prepare_cached(sql).await.map_err(self.db())
     }
 
     fn db(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
@@ -241,17 +248,14 @@ impl Shard {
             let moved = match expected {
                 Some(old) => {
                     tx.execute(
-                        "UPDATE sluice_positions SET next_offset = $3, updated_at = now(),
-                             complete_until = greatest(complete_until, $5)
-                         WHERE topic = $1 AND partition = $2 AND next_offset = $4",
+                        &self.prepared(&tx, ADVANCE_POSITION).await?,
                         &[&flush.topic, &partition, &next, &old, &fresh],
                     )
                     .await
                 }
                 None => {
                     tx.execute(
-                        "INSERT INTO sluice_positions (topic, partition, next_offset, complete_until)
-                         VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &self.prepared(&tx, CLAIM_POSITION).await?,
                         &[&flush.topic, &partition, &next, &fresh],
                     )
                     .await
@@ -273,17 +277,19 @@ impl Shard {
         let mut locks: Vec<i64> = tables.iter().flat_map(Rows::lock_keys).collect();
         locks.sort_unstable();
         locks.dedup();
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k",
-            &[&locks],
-        )
-        .await
-        .map_err(self.db())?;
+        tx.execute(&self.prepared(&tx, LOCK_ROWS).await?, &[&locks])
+            .await
+            .map_err(self.db())?;
         let mut upserted = 0;
         for mut rows in tables {
             let (family, resolution) = (rows.family(), rows.resolution());
             let stored = tx
-                .query(&family.select_stored(resolution), &rows.key_params())
+                .query(
+                    &self
+                        .prepared(&tx, &family.select_stored(resolution))
+                        .await?,
+                    &rows.key_params(),
+                )
                 .await
                 .map_err(self.db())?;
             rows.merge_stored(&stored)
@@ -292,7 +298,10 @@ impl Shard {
                     source: Box::new(e),
                 })?;
             upserted += tx
-                .execute(&family.write(resolution), &rows.params())
+                .execute(
+                    &self.prepared(&tx, &family.write(resolution)).await?,
+                    &rows.params(),
+                )
                 .await
                 .map_err(self.db())?;
         }
@@ -300,24 +309,14 @@ impl Shard {
         if !pending.late.is_empty() {
             let minutes: Vec<SystemTime> = pending.late.keys().map(|m| minute_start(*m)).collect();
             let counts: Vec<i64> = pending.late.values().copied().collect();
-            tx.execute(
-                "INSERT INTO sluice_late AS t (bucket, records)
-                 SELECT * FROM unnest($1::timestamptz[], $2::bigint[])
-                 ON CONFLICT (bucket) DO UPDATE SET records = t.records + EXCLUDED.records",
-                &[&minutes, &counts],
-            )
-            .await
-            .map_err(self.db())?;
+            tx.execute(&self.prepared(&tx, ADD_LATE).await?, &[&minutes, &counts])
+                .await
+                .map_err(self.db())?;
         }
 
         for ((edge, epoch), window) in flush.windows {
             tx.execute(
-                "INSERT INTO sluice_dedup (edge_id, epoch, high_seq, recent)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (edge_id, epoch) DO UPDATE SET
-                     high_seq = EXCLUDED.high_seq,
-                     recent = EXCLUDED.recent,
-                     updated_at = now()",
+                &self.prepared(&tx, SAVE_WINDOW).await?,
                 &[
                     edge,
                     &(*epoch as i64),
@@ -456,6 +455,35 @@ pub struct Flush<'a> {
     pub fresh: &'a BTreeMap<i32, SystemTime>,
     pub windows: &'a [((String, u64), Window)],
 }
+
+/// Moves a partition's stored position, compared-and-set against the one
+/// this process last read or wrote.
+const ADVANCE_POSITION: &str = "UPDATE sluice_positions SET next_offset = $3, updated_at = now(),
+    complete_until = greatest(complete_until, $5)
+    WHERE topic = $1 AND partition = $2 AND next_offset = $4";
+
+/// Stores a partition's first position; a row already there (another
+/// consumer's) leaves it alone, which the flush sees as fenced.
+const CLAIM_POSITION: &str =
+    "INSERT INTO sluice_positions (topic, partition, next_offset, complete_until)
+    VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
+
+/// Takes the advisory locks of every row a flush merges into (sorted
+/// keys, so two writers never wait on each other in a cycle).
+const LOCK_ROWS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+
+/// Adds the records that came too late, per minute.
+const ADD_LATE: &str = "INSERT INTO sluice_late AS t (bucket, records)
+    SELECT * FROM unnest($1::timestamptz[], $2::bigint[])
+    ON CONFLICT (bucket) DO UPDATE SET records = t.records + EXCLUDED.records";
+
+/// Stores one edge epoch's batch-identity window.
+const SAVE_WINDOW: &str = "INSERT INTO sluice_dedup (edge_id, epoch, high_seq, recent)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (edge_id, epoch) DO UPDATE SET
+    high_seq = EXCLUDED.high_seq,
+    recent = EXCLUDED.recent,
+    updated_at = now()";
 
 /// Advisory lock key serialising partition DDL on a shard.
 const PARTITION_LOCK: i64 = 7_275_636_522;
