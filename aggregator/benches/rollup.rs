@@ -307,15 +307,21 @@ fn decode_pass(sealed: &[Sealed]) -> Measured {
     })
 }
 
-fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
-    let limits = Limits::default();
-    let mut decoder = Decoder::new();
-    let mut rollup = BatchRollup::new(
+/// What the core holds for `--shards` shards, all of them wanted: the
+/// per-batch rollup, one `Pending` per shard, and the wanted mask.
+fn consumer(args: &Args) -> (BatchRollup, Vec<Pending>, Vec<bool>) {
+    let rollup = BatchRollup::new(
         (0..args.shards).map(|i| format!("shard{i}")),
         &RollupConfig::default(),
     );
-    let mut pendings: Vec<Pending> = (0..args.shards).map(|_| Pending::default()).collect();
-    let wanted = vec![true; args.shards];
+    let pendings = (0..args.shards).map(|_| Pending::default()).collect();
+    (rollup, pendings, vec![true; args.shards])
+}
+
+fn rollup_pass(sealed: &[Sealed], args: &Args) -> Measured {
+    let limits = Limits::default();
+    let mut decoder = Decoder::new();
+    let (mut rollup, mut pendings, wanted) = consumer(args);
     timed(|| {
         let mut m = Measured::default();
         for (i, s) in sealed.iter().enumerate() {
@@ -349,12 +355,7 @@ fn rows_digest(sealed: &[Sealed], args: &Args) -> String {
     use sha2::Digest;
     let limits = Limits::default();
     let mut decoder = Decoder::new();
-    let mut rollup = BatchRollup::new(
-        (0..args.shards).map(|i| format!("shard{i}")),
-        &RollupConfig::default(),
-    );
-    let mut pendings: Vec<Pending> = (0..args.shards).map(|_| Pending::default()).collect();
-    let wanted = vec![true; args.shards];
+    let (mut rollup, mut pendings, wanted) = consumer(args);
     let mut hasher = sha2::Sha256::new();
     let mut rows = 0;
     for (i, s) in sealed.iter().enumerate() {

@@ -899,26 +899,24 @@ impl Aggregator {
     /// group membership) stays visible until [`kill9`](Self::kill9), which
     /// ends a stopped process as any other.
     pub fn freeze(&mut self) {
-        if let Some(child) = &self.child {
-            let status = Command::new("kill")
-                .arg("-STOP")
-                .arg(child.id().to_string())
-                .status()
-                .expect("running kill -STOP");
-            assert!(status.success(), "kill -STOP {} failed", child.id());
-        }
+        self.signal("STOP");
     }
 
     /// SIGCONT: a [`freeze`](Self::freeze)d process carries on where it
     /// stopped, as after any scheduling pause.
     pub fn thaw(&mut self) {
+        self.signal("CONT");
+    }
+
+    /// Sends the running process `kill -<name>`.
+    fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")
-                .arg("-CONT")
+                .arg(format!("-{name}"))
                 .arg(child.id().to_string())
                 .status()
-                .expect("running kill -CONT");
-            assert!(status.success(), "kill -CONT {} failed", child.id());
+                .unwrap_or_else(|e| panic!("running kill -{name}: {e}"));
+            assert!(status.success(), "kill -{name} {} failed", child.id());
         }
     }
 
