@@ -2876,6 +2876,15 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
         return false;
     }
     let is = |s: &[u8], expected: &[u8]| s.eq_ignore_ascii_case(expected);
+    // API versions first: the parents ordinary traffic has most.
+    if parent.len() == 2 {
+        return if is(parent, b"v1") {
+            CLUSTER_RESOURCES.contains(name)
+        } else {
+            // etcd's key space.
+            is(name, b"keys")
+        };
+    }
     if is(parent, b"actuator") || is(parent, b"manage") || is(parent, b"management") {
         ACTUATOR_ENDPOINTS.contains(name)
     } else if is(parent, b"debug") {
@@ -2905,11 +2914,6 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
     } else if is(parent, b"agent") {
         // Consul's `/v1/agent/self`.
         is(name, b"self")
-    } else if is(parent, b"v1") {
-        CLUSTER_RESOURCES.contains(name)
-    } else if is(parent, b"v2") {
-        // etcd's key space.
-        is(name, b"keys")
     } else if is(parent, b"containers") {
         // Docker's API (`/containers/json`): runs containers for anyone.
         is(name, b"json")
