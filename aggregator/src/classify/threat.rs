@@ -71,7 +71,7 @@
 //! them did. Decoding happens only when a `%` (or a `+` in the query) is
 //! present, into a stack buffer for anything under 512 bytes, so the common
 //! request costs one table lookup per byte of its path and query, a check
-//! of each path segment, and no allocation: about 2,400 instructions a
+//! of each path segment, and no allocation: about 2,600 instructions a
 //! record on the rollup benchmark's traffic (callgrind, `classify_with_client`
 //! inclusive); libinjection brings a request that reaches it to 10–35
 //! thousand.
