@@ -210,6 +210,50 @@ const MARKERS: &[(&str, Marker)] = &[
     ("nettacker", Marker::Scanner),
     ("xsstrike", Marker::Scanner),
     ("ghauri", Marker::Scanner),
+    // Proxies and suites that scan through themselves, by their product
+    // names as written in agents (`Burp Suite Professional/2023.12`,
+    // `… Safari/537.36 BurpSuite`, `OWASP ZAP/2.14`, `OWASP_ZAP`).
+    ("burpsuite", Marker::Scanner),
+    ("burp suite", Marker::Scanner),
+    ("burpcollaborator", Marker::Scanner),
+    ("owasp", Marker::Scanner),
+    ("webscarab", Marker::Scanner),
+    ("appspider", Marker::Scanner),
+    ("nexpose", Marker::Scanner),
+    ("rapid7", Marker::Scanner),
+    ("tenable", Marker::Scanner),
+    ("greenbone", Marker::Scanner),
+    ("metasploit", Marker::Scanner),
+    ("probely", Marker::Scanner),
+    ("pentest-tools", Marker::Scanner),
+    // Recon and fuzzing tools, and the rest of the web scanners in
+    // common use.
+    ("nmap/", Marker::Scanner),
+    ("zmap", Marker::Scanner),
+    ("censys", Marker::Scanner),
+    ("interactsh", Marker::Scanner),
+    ("gospider", Marker::Scanner),
+    ("hakrawler", Marker::Scanner),
+    ("gowitness", Marker::Scanner),
+    ("aquatone", Marker::Scanner),
+    ("eyewitness", Marker::Scanner),
+    ("cmseek", Marker::Scanner),
+    ("uniscan", Marker::Scanner),
+    ("golismero", Marker::Scanner),
+    ("vooki", Marker::Scanner),
+    ("wascan", Marker::Scanner),
+    ("bsqlbf", Marker::Scanner),
+    ("sqlsus", Marker::Scanner),
+    ("webshag", Marker::Scanner),
+    ("openvas-vt", Marker::Scanner),
+    ("fuzzer", Marker::Scanner),
+    ("pentest", Marker::Scanner),
+    ("exploit", Marker::Scanner),
+    // What a tool that does not give its name says it is: `Vulnerability
+    // Scanner`, `security scanner`, `vuln-scan`.
+    ("vuln", Marker::Scanner),
+    ("security scanner", Marker::Scanner),
+    ("web scanner", Marker::Scanner),
     // ProjectDiscovery's recon and scanning kit (nuclei, httpx, katana,
     // …) names its home in every agent.
     ("projectdiscovery", Marker::Scanner),
@@ -425,6 +469,13 @@ mod tests {
             "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/124.0.6367.60 Safari/537.36",
             "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)",
             "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+            "okhttp/4.12.0",
+            "python-httpx/0.27.0",
+            "Wget/1.21.4",
+            "UptimeRobot/2.0 (http://www.uptimerobot.com/)",
+            "Datadog Agent/7.50.0",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+            "QR Scanner/3.1 CFNetwork/1408.0.4 Darwin/22.5.0",
         ] {
             assert_eq!(identify(ua), (ClientClass::Bot, None), "{ua:?}");
         }
@@ -441,6 +492,14 @@ mod tests {
             // A scanner pretending to be a crawler is still a scanner.
             "Mozilla/5.0 (compatible; Googlebot/2.1) sqlmap/1.7",
             "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/79.0.3945.0 Safari/537.36 Netsparker",
+            "Burp Suite Community Edition/2024.1",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0 Safari/537.36 burpsuite",
+            "Mozilla/5.0 (compatible; OWASP-ZAP/2.15)",
+            "Mozilla/5.0 (compatible; Nexpose/6.6)",
+            "Mozilla/5.0 (compatible; Tenable.io WAS)",
+            "gospider/1.1.6",
+            "Mozilla/5.0 (compatible; Vulnerability Scanner/1.0)",
+            "Mozilla/5.0 (compatible; Metasploit RSPEC)",
         ] {
             assert_eq!(identify(ua), (ClientClass::Scanner, None), "{ua}");
         }

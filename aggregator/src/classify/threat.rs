@@ -36,9 +36,15 @@
 //!   the right shape, and a `|`- or `;`-separated list of plain words is a
 //!   list, not a pipeline. Also Shellshock (`() {` at the start of a
 //!   parameter, the user agent or the referer) and Log4Shell lookups
-//!   (`${jndi:` and its obfuscations), which execute code on the server,
-//!   and requests for endpoints that run the request body
-//!   (`/GponForm/diag_Form`, PHPUnit's `eval-stdin.php`).
+//!   (`${jndi:` and its obfuscations), which execute code on the server;
+//!   the code-execution gadgets of template engines, expression languages
+//!   and databases (FreeMarker's `Execute`, Jinja2's `__globals__`, Twig's
+//!   `filter('system')`, SpEL's `T(java.lang.Runtime)`, OGNL, Drupal's
+//!   `#post_render`, `xp_cmdshell`); a climb that reaches a shell
+//!   (`..%c1%1c../winnt/system32/cmd.exe`, `/cgi-bin/.%2e/.%2e/bin/sh`); a
+//!   command in base64 to a shell parameter (`system=aWQ=`); and requests
+//!   for endpoints that run the request body (`/GponForm/diag_Form`,
+//!   PHPUnit's `eval-stdin.php`).
 //! * **Scanner**: the user agent names a scanner
 //!   ([`super::client::ClientClass::Scanner`]).
 //! * **Sensitive file**: the path asks for secrets or internals: `/.env`,
@@ -47,9 +53,16 @@
 //!   `/config.json` unless a front end's asset), backups and dumps
 //!   (`*.bak`, `*.sql`, `backup.zip`, `*~`), admin and debug endpoints
 //!   (`/phpmyadmin`, `/server-status`, `/actuator/env`, `/debug/pprof`,
-//!   `/manager/html`, `/console`, `/__debug__/`), `/etc/passwd` — but not
+//!   `/manager/html`, `/console`, `/__debug__/`, `/_debugbar`,
+//!   `/telescope`, `/jenkins/script`, `/solr/admin`, `/druid/…`,
+//!   `/nacos/…`, Consul's, etcd's, Kubernetes' and Docker's APIs,
+//!   Elasticsearch's `_cat`, CouchDB's `_all_dbs`), archives in backup
+//!   directories, `/etc/passwd`, and what a climb reaches under a
+//!   system's own directories (`../../etc/issue`, `windows\repair\sam`)
+//!   — but not
 //!   a name whose slashes were sent encoded (`/wiki/%2Fetc%2Fpasswd` is a
-//!   page title). The path, case-insensitive, and one query switch
+//!   page title), nor a file shown by a code-hosting site's viewer
+//!   (`/owner/repo/raw/main/.env`). The path, case-insensitive, and one query switch
 //!   (`?phpinfo=1`).
 //!
 //! Text is percent-decoded before it is tested — twice when the first pass
@@ -58,7 +71,7 @@
 //! them did. Decoding happens only when a `%` (or a `+` in the query) is
 //! present, into a stack buffer for anything under 512 bytes, so the common
 //! request costs one table lookup per byte of its path and query, a check
-//! of each path segment, and no allocation: about 2,400 instructions a
+//! of each path segment, and no allocation: about 2,600 instructions a
 //! record on the rollup benchmark's traffic (callgrind, `classify_with_client`
 //! inclusive); libinjection brings a request that reaches it to 10–35
 //! thousand.
@@ -87,6 +100,10 @@ use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 
 use schemas::Record;
+
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 use super::client::{client_class, ClientClass};
 
@@ -252,9 +269,10 @@ fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch, found: &mut Th
     );
     let (path, marks) = scratch.decode(raw, false);
     found.insert_if(
-        (is_sensitive_path(path) && !in_repository_viewer(path) && !names_a_page(raw))
-            || is_root_console(path)
-            || (!referer && is_server_json_config(path)),
+        (((is_sensitive_path(path) && !names_a_page(raw))
+            || (!referer && is_server_json_config(path)))
+            && !in_repository_viewer(path))
+            || is_root_endpoint(path),
         Threat::SensitiveFile,
     );
     if marks.is_plain() {
@@ -265,9 +283,14 @@ fn inspect_path(raw: &[u8], referer: bool, scratch: &mut Scratch, found: &mut Th
         let climbs = dot_dot_climbs(path);
         found.insert_if(climbs.count > 0, Threat::PathTraversal);
         // A climb that lands on a system file or a secret reads it too.
+        let target = &path[climbs.after_last..];
         found.insert_if(
-            climbs.count > 0 && reaches_secret(&path[climbs.after_last..]),
+            climbs.count > 0 && reaches_secret(target),
             Threat::SensitiveFile,
+        );
+        found.insert_if(
+            climbs.count > 0 && runs_shell(target),
+            Threat::CommandInjection,
         );
     }
     found.insert_if(command_injection(path, marks), Threat::CommandInjection);
@@ -302,6 +325,15 @@ fn inspect_query(raw: &[u8], scratch: &mut Scratch, found: &mut Threats) {
             Threat::SensitiveFile,
         );
         let (value, marks) = scratch.decode(raw_value, true);
+        // A climb encoded twice (`..%252f`) is there to pass a filter that
+        // decodes once: only tools send one.
+        found.insert_if(
+            marks.any(DOT)
+                && memchr::memchr_iter(b'%', raw_value)
+                    .any(|i| raw_value.get(i + 1..i + 3) == Some(b"25"))
+                && dot_dot_climbs(value).count > 0,
+            Threat::PathTraversal,
+        );
         found.insert_if(
             is_shell_parameter(raw_name, value) || names_php_exec(value),
             Threat::CommandInjection,
@@ -357,10 +389,13 @@ fn inspect_value(text: &[u8], marks: Marks, field: Field) -> Threats {
     // A traversal is there to read a file: when that file is a system file
     // or a secret (`../../etc/passwd`, `..\\windows\\win.ini`,
     // `../wp-config.php`), the request is a sensitive-file probe as well.
-    found.insert_if(
-        traversal && reaches_secret(&text[dot_dot_climbs(text).after_last..]),
-        Threat::SensitiveFile,
-    );
+    let target = &text[if traversal {
+        dot_dot_climbs(text).after_last
+    } else {
+        text.len()
+    }..];
+    found.insert_if(traversal && reaches_secret(target), Threat::SensitiveFile);
+    found.insert_if(traversal && runs_shell(target), Threat::CommandInjection);
     // A value that is itself a command line (`ls -la | grep txt`, `sudo apt
     // update && sudo apt upgrade`) is someone asking about the shell: an
     // injection appends a command to a value that is not one.
@@ -496,26 +531,63 @@ fn has_escape(text: &[u8]) -> bool {
     memchr::memchr_iter(b'%', text).any(|i| decode_escape(&text[i..]).is_some())
 }
 
-/// Folds the look-alikes of `.`, `/` and `\` that some decoders and file
-/// systems once turned into the real thing — the overlong UTF-8 encodings
-/// (`%c0%ae`, `%c0%af`, `%c1%9c`) and the fullwidth forms (`．`, `／`,
-/// `＼`) — into ASCII.
+/// Folds the look-alikes of ASCII that some decoders and file systems once
+/// turned into the real thing into ASCII:
+/// * overlong UTF-8 — any two-byte `C0`/`C1` form (`%c0%af` `/`, `%c0%ae`
+///   `.`, `%c1%9c` `\`, `%c0%bc` `<`), three-byte `E0 80`/`E0 81` and
+///   four-byte `F0 80 80` forms — which a strict decoder rejects and old
+///   ones (IIS, Tomcat, some JVMs) decoded anyway;
+/// * the broken forms IIS 4/5 also read as a separator, whose second byte
+///   is no continuation byte (`%c1%1c`, `%c0%2f`, `%c0%5c`, which Nimda
+///   used);
+/// * the fullwidth forms of `.`, `/`, `\`, the quotes and the angle
+///   brackets (`．`, `／`, `＼`, `＇`, `＂`, `＜`, `＞`), which Unicode
+///   normalisation (NFKC) turns into ASCII behind a filter.
+///
+/// No valid UTF-8 text has `C0`, `C1`, `E0 80`, `E0 81` or `F0 80`, so
+/// folding them changes no real text.
 fn fold_lookalikes_in_place(buf: &mut [u8]) -> usize {
-    if memchr::memchr3(0xc0, 0xc1, 0xef, buf).is_none() {
+    // Every form starts with a byte of `C0` or more; one pass that the
+    // compiler vectorises turns away the text that has none.
+    if buf.iter().fold(0, |highest, &b| highest.max(b)) < 0xc0 {
         return buf.len();
     }
+    let continuation = |b: Option<&u8>| b.filter(|b| (0x80..0xc0).contains(*b)).map(|b| b & 0x3f);
     let (mut read, mut write) = (0, 0);
     while read < buf.len() {
-        let folded = match (buf[read], buf.get(read + 1), buf.get(read + 2)) {
-            (0xc0, Some(0xae), _) => Some((b'.', 2)),
-            (0xc0, Some(0xaf), _) => Some((b'/', 2)),
-            (0xc1, Some(0x9c), _) => Some((b'\\', 2)),
-            (0xef, Some(0xbc), Some(0x8e)) => Some((b'.', 3)),
-            (0xef, Some(0xbc), Some(0x8f)) => Some((b'/', 3)),
-            (0xef, Some(0xbc), Some(0xbc)) => Some((b'\\', 3)),
+        let (b1, b2, b3, b4) = (
+            buf[read],
+            buf.get(read + 1),
+            buf.get(read + 2),
+            buf.get(read + 3),
+        );
+        let folded = match b1 {
+            0xc0 | 0xc1 => match continuation(b2) {
+                Some(low) => Some((((b1 & 1) << 6) | low, 2)),
+                // IIS read `%c1%1c` and `%c0%2f` as a separator.
+                None => match b2 {
+                    Some(0x1c | 0x5c) => Some((b'\\', 2)),
+                    Some(0x2f) => Some((b'/', 2)),
+                    _ => None,
+                },
+            },
+            0xe0 if matches!(b2, Some(0x80 | 0x81)) => {
+                continuation(b3).map(|low| ((((b2.copied().unwrap_or(0)) & 1) << 6) | low, 3))
+            }
+            0xf0 if b2 == Some(&0x80) && b3 == Some(&0x80) => continuation(b4).map(|low| (low, 4)),
+            0xef => match (b2, b3) {
+                (Some(0xbc), Some(0x8e)) => Some((b'.', 3)),
+                (Some(0xbc), Some(0x8f)) => Some((b'/', 3)),
+                (Some(0xbc), Some(0xbc)) => Some((b'\\', 3)),
+                (Some(0xbc), Some(0x87)) => Some((b'\'', 3)),
+                (Some(0xbc), Some(0x82)) => Some((b'"', 3)),
+                (Some(0xbc), Some(0x9c)) => Some((b'<', 3)),
+                (Some(0xbc), Some(0x9e)) => Some((b'>', 3)),
+                _ => None,
+            },
             _ => None,
         };
-        let (b, used) = folded.unwrap_or((buf[read], 1));
+        let (b, used) = folded.unwrap_or((b1, 1));
         buf[write] = b;
         read += used;
         write += 1;
@@ -660,13 +732,40 @@ fn libinjection_sqli(text: &[u8]) -> bool {
 ///   time.sleep`) is a search about the function.
 fn sql_injection(text: &[u8]) -> bool {
     let words = SqlWords::of(text);
-    if words.is_plain_statement(text) || is_question_about_call(text) {
+    if words.is_plain_statement(text)
+        || is_question_about_call(text)
+        || (!words.grammar && is_dash_in_prose(text))
+    {
         return false;
     }
     if libinjection_sqli(text) {
         return words.strong || opens_as_injection(text);
     }
     words.grammar || breaks_out_of_quote(text) || stacks_statement(text)
+}
+
+/// `5/5 -- would buy again!`, `great product -- fast shipping`: a dash
+/// between words of a sentence, not an SQL comment. A comment ends an
+/// injection: what follows it is nothing, a `-` or one filler word
+/// (`-- -`, `--+x`), never a sentence; and an injection that breaks out of
+/// a string has a quote.
+fn is_dash_in_prose(text: &[u8]) -> bool {
+    let Some(dash) = memchr::memmem::find(text, b"-- ") else {
+        return false;
+    };
+    let words = text[dash + 3..]
+        .split(|&b| b == b' ')
+        .filter(|word| {
+            word.len() > 1
+                && word
+                    .iter()
+                    .all(|b| b.is_ascii_alphabetic() || b"!?.,".contains(b))
+        })
+        .count();
+    words >= 2
+        && !text
+            .iter()
+            .any(|&b| b == b'"' || b == b'\'' || b == b'#' || b == b';')
 }
 
 /// `sleep(5) vs time.sleep`, `sleep(5) in python`: a call of a function
@@ -1489,6 +1588,9 @@ struct Climbs {
     count: usize,
     /// Where the text after the last `..` segment starts.
     after_last: usize,
+    /// Some climb is written as only tools write one: with a backslash
+    /// (`..\\`), Tomcat's `..;/`, or a NUL before its separator.
+    by_tool: bool,
 }
 
 /// The `..` segments in `text`: `..` followed by `/`, `\` or `;` (Tomcat's
@@ -1499,6 +1601,7 @@ fn dot_dot_climbs(text: &[u8]) -> Climbs {
     let mut climbs = Climbs {
         count: 0,
         after_last: 0,
+        by_tool: false,
     };
     for i in memchr::memchr_iter(b'.', text).filter(|&i| text.get(i + 1) == Some(&b'.')) {
         let after = i + 2 + text[i + 2..].iter().take_while(|&&b| b == 0).count();
@@ -1508,6 +1611,7 @@ fn dot_dot_climbs(text: &[u8]) -> Climbs {
             _ => false,
         };
         if climbs_here {
+            climbs.by_tool |= after > i + 2 || matches!(text.get(after), Some(b'\\' | b';'));
             climbs.count += 1;
             climbs.after_last = (after + 1).min(text.len());
         }
@@ -1518,11 +1622,13 @@ fn dot_dot_climbs(text: &[u8]) -> Climbs {
 fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
     if marks.any(DOT) {
         let climbs = dot_dot_climbs(text);
-        // One `../` is how relative links look; two, or one that reaches a
-        // system file or a secret, is a climb.
+        // One `../` is how relative links look; two, one written as only
+        // tools write it (`..\\`, `..;/`), or one that reaches a system file
+        // or a secret, is a climb.
         let target = &text[climbs.after_last..];
         if climbs.count >= 2
-            || (climbs.count == 1 && (names_system_file(target) || is_sensitive_path(target)))
+            || (climbs.count == 1
+                && (climbs.by_tool || names_system_file(target) || is_sensitive_path(target)))
         {
             return true;
         }
@@ -1538,15 +1644,30 @@ fn traversal_in_value(text: &[u8], marks: Marks) -> bool {
 /// Whether `text` opens with a command's name and its end (`cat file.txt |
 /// wc -l`, `ls -la | grep txt`): a command line typed whole.
 fn opens_with_command(text: &[u8]) -> bool {
-    command_at(text).is_some_and(|(needs, arg)| !arg.is_empty() || needs_met(needs, arg))
+    command_at(text).is_some_and(|(needs, arg)| {
+        !arg.is_empty() || needs_met(needs, arg) || piped_with_spaces(text)
+    })
+}
+
+/// Whether `text` opens with a word, then ` | ` and a command (`ls | wc
+/// -l`): a pipeline as a person types it, spaces around the bar.
+fn piped_with_spaces(text: &[u8]) -> bool {
+    let word = text
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count();
+    text[word..]
+        .strip_prefix(b" |")
+        .is_some_and(|rest| rest.first() == Some(&b' ') && command_follows(rest))
 }
 
 /// Whether `text`, a command line, downloads a program and runs it
 /// (`cd /tmp; wget http://…/x; chmod 777 x; ./x`, `curl … | sh`, `wget
-/// http://…/x.sh; sh x.sh`): what botnets inject into routers and
-/// cameras, never a question about the shell.
+/// http://…/x.sh; sh x.sh`), or decodes one and runs it (`echo … | base64
+/// -d | sh`): what botnets inject into routers and cameras, never a
+/// question about the shell.
 fn is_dropper(text: &[u8]) -> bool {
-    ["wget ", "curl ", "tftp "]
+    ["wget ", "curl ", "tftp ", "base64 -d", "base64 --decode"]
         .iter()
         .any(|fetch| contains_ignore_case(text, fetch.as_bytes()))
         && (contains_ignore_case(text, b"chmod ")
@@ -1560,19 +1681,125 @@ fn is_dropper(text: &[u8]) -> bool {
             }))
 }
 
-/// Whether `text` is Java code execution in an expression language (OGNL
-/// in Struts, SpEL, JSP EL): `@java.lang.Runtime@getRuntime().exec('id')`,
-/// `#_memberAccess[…]`, `new ProcessBuilder(…)`. No URL of a real page
-/// names these.
-fn is_java_exec(text: &[u8]) -> bool {
-    [
-        "getruntime(",
-        "processbuilder(",
-        "_memberaccess",
-        "java.lang.runtime",
-    ]
-    .iter()
-    .any(|needle| contains_ignore_case(text, needle.as_bytes()))
+/// Where a code-execution gadget counts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gadget {
+    /// Anywhere: no page, name or search term has it.
+    Alone,
+    /// Inside template syntax (`{{…}}`, `{%…%}`, `${…}`, `#{…}`, `<%…%>`):
+    /// elsewhere it is a programmer's search (`python __class__`).
+    InTemplate,
+    /// Inside template syntax and with the name of a PHP function that runs
+    /// a command as a string (Twig's `['id']|filter('system')`).
+    InTemplateWithCallback,
+}
+
+/// What template engines, expression languages and databases run code
+/// with, lower case:
+/// * Java — `Runtime.getRuntime().exec`, `ProcessBuilder`, OGNL's
+///   `#_memberAccess` and `@java.lang.…@`, SpEL's and Thymeleaf's
+///   `T(java.lang.Runtime)` and `__${…}__`, reflection (`.getClass().`,
+///   `Class.forName(`), `javax.script`, FreeMarker's `Execute` and
+///   `ObjectConstructor` (`?new()`), Velocity's `$class.inspect`;
+/// * Python (Jinja2, Mako, Tornado) — the dunder walk to `os`
+///   (`__class__.__mro__`, `__subclasses__()`, `__globals__`,
+///   `__builtins__`, `__import__`), in template syntax;
+/// * PHP — Twig's callbacks (`registerUndefinedFilterCallback`,
+///   `_self.env`, `|filter('system')`, `|map('exec')`), ThinkPHP's
+///   `invokefunction`, Drupal's render-array callbacks (`#post_render`,
+///   `#pre_render`, `#lazy_builder`, `#access_callback`);
+/// * Node — `child_process`, `process.mainModule`, in template syntax;
+/// * SQL Server's `xp_cmdshell` and `sp_OACreate`, PostgreSQL's `COPY …
+///   FROM PROGRAM '…'`.
+const GADGETS: &[(&str, Gadget)] = &[
+    ("getruntime(", Gadget::Alone),
+    ("processbuilder(", Gadget::Alone),
+    ("_memberaccess", Gadget::Alone),
+    ("java.lang.runtime", Gadget::Alone),
+    ("java.lang.processbuilder", Gadget::Alone),
+    ("@java.lang.", Gadget::Alone),
+    ("t(java.lang.", Gadget::Alone),
+    ("(#context", Gadget::Alone),
+    ("@ognl", Gadget::Alone),
+    ("__${", Gadget::Alone),
+    (".getclass().", Gadget::Alone),
+    ("class.forname(", Gadget::Alone),
+    ("javax.script", Gadget::Alone),
+    ("scriptenginemanager", Gadget::Alone),
+    ("freemarker.template.utility", Gadget::Alone),
+    ("objectconstructor", Gadget::Alone),
+    ("?new(", Gadget::Alone),
+    ("$class.inspect", Gadget::Alone),
+    ("$class.type", Gadget::Alone),
+    ("registerundefinedfiltercallback", Gadget::Alone),
+    ("_self.env", Gadget::Alone),
+    ("invokefunction", Gadget::Alone),
+    ("#post_render", Gadget::Alone),
+    ("#pre_render", Gadget::Alone),
+    ("#lazy_builder", Gadget::Alone),
+    ("#access_callback", Gadget::Alone),
+    ("xp_cmdshell", Gadget::Alone),
+    ("sp_oacreate", Gadget::Alone),
+    ("from program '", Gadget::Alone),
+    ("from program \"", Gadget::Alone),
+    ("process.mainmodule", Gadget::Alone),
+    ("__class__", Gadget::InTemplate),
+    ("__mro__", Gadget::InTemplate),
+    ("__subclasses__", Gadget::InTemplate),
+    ("__globals__", Gadget::InTemplate),
+    ("__builtins__", Gadget::InTemplate),
+    ("__import__", Gadget::InTemplate),
+    ("__init__", Gadget::InTemplate),
+    ("child_process", Gadget::InTemplate),
+    ("os.popen", Gadget::InTemplate),
+    ("|filter(", Gadget::InTemplateWithCallback),
+    ("|map(", Gadget::InTemplateWithCallback),
+    ("|reduce(", Gadget::InTemplateWithCallback),
+    ("|sort(", Gadget::InTemplateWithCallback),
+];
+
+static GADGET_MATCHER: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(AhoCorasickKind::DFA))
+        .build(GADGETS.iter().map(|(pattern, _)| pattern))
+        .expect("the code-execution gadgets are a valid, small pattern set")
+});
+
+/// Whether `text` carries one of [`GADGETS`] where it counts. No URL of a
+/// real page names these.
+fn is_code_gadget(text: &[u8]) -> bool {
+    let mut template = None;
+    GADGET_MATCHER.find_overlapping_iter(text).any(|m| {
+        let kind = GADGETS[m.pattern().as_usize()].1;
+        kind == Gadget::Alone
+            || *template.get_or_insert_with(|| in_template(text))
+                && (kind == Gadget::InTemplate || names_quoted_php_exec(text))
+    })
+}
+
+/// Whether `text` has template syntax: `{{`, `{%`, `${`, `#{`, `*{`, `<%`.
+fn in_template(text: &[u8]) -> bool {
+    memchr::memchr2_iter(b'{', b'%', text).any(|i| {
+        let before = i.checked_sub(1).map(|j| text[j]);
+        match text[i] {
+            b'{' => {
+                matches!(before, Some(b'{' | b'$' | b'#' | b'*')) || text.get(i + 1) == Some(&b'%')
+            }
+            _ => before == Some(b'<'),
+        }
+    })
+}
+
+/// Whether `text` has a quoted name of a PHP function that runs a command
+/// (`'system'`, `"exec"`).
+fn names_quoted_php_exec(text: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\'', b'"', text).any(|open| {
+        let rest = &text[open + 1..];
+        rest.iter()
+            .position(|&b| b == text[open])
+            .is_some_and(|close| PHP_EXEC.contains(&rest[..close]))
+    })
 }
 
 /// Whether `text` reads as words in a sentence: several words and no
@@ -1588,25 +1815,85 @@ fn is_prose(text: &[u8]) -> bool {
             .any(|b| matches!(b, b';' | b'|' | b'&' | b'\n' | b'\r' | b'`' | b'$'))
 }
 
+/// Directories of an operating system itself: a climb that lands in one
+/// (`../../etc/issue`, `..\\..\\windows\\repair\\sam`,
+/// `../../dev/cmdb/…`) reads the system's files, not the site's.
+static SYSTEM_DIRECTORIES: WordSet = WordSet::new(&[
+    "dev", "etc", "sys", "usr", "var", "boot", "home", "proc", "root", "winnt", "inetpub",
+    "windows", "boot.ini", "system32",
+]);
+
+/// Windows' registry hives, which hold password hashes and secrets, by
+/// name: under `config` (the live ones) or `repair` (their backups).
+static REGISTRY_HIVES: WordSet =
+    WordSet::new(&["sam", "system", "ntds.dit", "security", "software"]);
+
 /// Whether `target`, what a traversal climbs to (or a file path given
-/// outright), is a system file or a secret.
+/// outright), is a system file or a secret: one under an operating
+/// system's own directories, a registry hive, or what a request path
+/// would be sensitive for. `\\` counts as `/`.
 fn reaches_secret(target: &[u8]) -> bool {
     if names_system_file(target) || is_sensitive_path(target) {
         return true;
     }
-    // Windows paths (`windows\\system32\\drivers\\etc\\hosts`): the same
-    // files with the other separator. Only climbs get here, so the copy
-    // is off the hot path.
+    // Only climbs get here, so the copy is off the hot path.
     let mut buf = [0u8; 256];
-    match buf.get_mut(..target.len()) {
+    let slashed = match buf.get_mut(..target.len()) {
         Some(slashed) if memchr::memchr(b'\\', target).is_some() => {
             for (to, &from) in slashed.iter_mut().zip(target) {
                 *to = if from == b'\\' { b'/' } else { from };
             }
-            names_system_file(slashed)
+            if names_system_file(slashed) {
+                return true;
+            }
+            &*slashed
         }
-        _ => false,
+        _ => target,
+    };
+    let mut segments = slashed
+        .split(|&b| b == b'/')
+        .filter(|segment| !segment.is_empty());
+    if segments.next().is_some_and(|first| {
+        SYSTEM_DIRECTORIES.contains(first) || (first.len() == 2 && first[1] == b':')
+    }) {
+        return true;
     }
+    let mut names = slashed.rsplit(|&b| b == b'/');
+    let (name, parent) = (
+        names.next().unwrap_or_default(),
+        names.next().unwrap_or_default(),
+    );
+    REGISTRY_HIVES.contains(name)
+        && (parent.eq_ignore_ascii_case(b"config") || parent.eq_ignore_ascii_case(b"repair"))
+}
+
+/// Shells and command interpreters by their file name: a climb that
+/// reaches one (`/scripts/..%c1%1c../winnt/system32/cmd.exe?/c+dir`,
+/// `/cgi-bin/.%2e/.%2e/bin/sh`) runs what the request gives it.
+static SHELLS: WordSet = WordSet::new(&[
+    "sh",
+    "ash",
+    "cmd",
+    "csh",
+    "ksh",
+    "zsh",
+    "bash",
+    "dash",
+    "tcsh",
+    "busybox",
+    "cmd.exe",
+    "powershell",
+    "command.com",
+    "powershell.exe",
+]);
+
+/// Whether `target`, what a climb reaches, is a shell.
+fn runs_shell(target: &[u8]) -> bool {
+    let name = target
+        .rsplit(|&b| b == b'/' || b == b'\\')
+        .next()
+        .unwrap_or_default();
+    SHELLS.contains(name)
 }
 
 /// Whether `text`, a file name or path from a parameter, names a system
@@ -1794,13 +2081,13 @@ const COMMANDS: &[(&str, Needs)] = &[
 ];
 
 fn command_injection(text: &[u8], marks: Marks) -> bool {
+    if marks.any(PAREN | HASH | BRACE | QUOTE | DOLLAR) && is_code_gadget(text) {
+        return true;
+    }
     if !marks.any(SEMI | PIPE | AMP | NEWLINE | BACKTICK | DOLLAR | PAREN) {
         return false;
     }
-    if is_shellshock(text)
-        || (marks.any(DOLLAR) && is_log4shell(text))
-        || (marks.any(PAREN) && is_java_exec(text))
-    {
+    if is_shellshock(text) || (marks.any(DOLLAR) && is_log4shell(text)) {
         return true;
     }
     let list_separator = word_list_separator(text);
@@ -1926,13 +2213,50 @@ fn needs_met(needs: Needs, arg: &[u8]) -> bool {
 /// Parameters that web shells and vulnerable tools hand to a shell whole
 /// (`shell.php?cmd=id`): there, a command needs no separator before it.
 static COMMAND_PARAMETERS: WordSet = WordSet::new(&[
-    "c", "cmd", "run", "exec", "shell", "cmdline", "command", "execute",
+    "c", "cmd", "run", "exec", "shell", "system", "cmdline", "command", "execute",
 ]);
 
 /// A parameter named like a shell's input whose value starts with a
 /// command (`cmd=whoami`, `exec=ls -la`, `cmd=/bin/ls`).
 fn is_shell_parameter(name: &[u8], value: &[u8]) -> bool {
-    COMMAND_PARAMETERS.contains(name) && command_at(value).is_some()
+    if !COMMAND_PARAMETERS.contains(name) {
+        return false;
+    }
+    let mut decoded = [0u8; 96];
+    command_at(value).is_some()
+        || base64_decode(value, &mut decoded).is_some_and(|command| command_at(command).is_some())
+}
+
+/// `text` decoded as standard base64 (padding optional) into `buf`, or
+/// `None` if it is not base64 or does not fit: the NAS CGIs that D-Link
+/// and others ship take their command that way (`system=aWQ=`, `id`).
+fn base64_decode<'b>(text: &[u8], buf: &'b mut [u8; 96]) -> Option<&'b [u8]> {
+    let text = text
+        .strip_suffix(b"==")
+        .or_else(|| text.strip_suffix(b"="))
+        .unwrap_or(text);
+    if text.len() < 2 || text.len() * 3 / 4 > buf.len() {
+        return None;
+    }
+    let (mut bits, mut count, mut len) = (0u32, 0, 0);
+    for &b in text {
+        let six = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(six);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            buf[len] = (bits >> count) as u8;
+            len += 1;
+        }
+    }
+    Some(&buf[..len])
 }
 
 /// PHP functions that run a command or code: a value that names one
@@ -2019,12 +2343,22 @@ fn is_log4shell(text: &[u8]) -> bool {
 // ---------------------------------------------------------------------------
 // Sensitive files.
 
+/// How code-hosting sites show a repository's files, as the third segment
+/// of the path (after the owner and the repository, and GitLab's `-`):
+/// the rendered view (`blob`, `tree`, `blame`, Gitea's and Bitbucket's
+/// `src`), the file itself (`raw`), its history and editor, and
+/// `raw.githubusercontent.com`'s `refs/heads/<branch>/…`.
+static REPOSITORY_VIEWS: WordSet = WordSet::new(&[
+    "raw", "src", "blob", "edit", "refs", "tree", "blame", "commits", "history",
+]);
+
 /// Whether `path` is a file shown by a code-hosting site's repository
-/// viewer: `/owner/repo/blob/main/.env.example` (GitHub),
-/// `/group/project/-/blob/…` (GitLab), `/owner/repo/src/branch/…` (Gitea).
-/// Dotfiles and config files there are a repository's contents on a page,
-/// not the web server's own files; a probe asks for those from the root
-/// or an application's directory, not under `owner/repo/blob/<ref>/`.
+/// viewer: `/owner/repo/blob/main/.env.example`, `/owner/repo/raw/main/
+/// config.json` (GitHub, Gitea, Bitbucket), `/group/project/-/raw/…`
+/// (GitLab), `/owner/repo/src/branch/…` (Gitea). Dotfiles and config
+/// files there are a repository's contents on a page, not the web
+/// server's own files; a probe asks for those from the root or an
+/// application's directory, not under `owner/repo/<view>/<ref>/`.
 fn in_repository_viewer(path: &[u8]) -> bool {
     let mut segments = path.split(|&b| b == b'/').filter(|s| !s.is_empty());
     let (Some(_owner), Some(_repo), Some(mut view)) =
@@ -2035,7 +2369,7 @@ fn in_repository_viewer(path: &[u8]) -> bool {
     if view == b"-" {
         view = segments.next().unwrap_or_default();
     }
-    matches!(view, b"blob" | b"tree" | b"blame" | b"src") && segments.nth(1).is_some()
+    REPOSITORY_VIEWS.contains(view) && segments.nth(1).is_some()
 }
 
 /// Whether the sensitive look of `raw`, a path as sent, comes only from
@@ -2148,7 +2482,10 @@ fn is_sensitive_path(path: &[u8]) -> bool {
         let last = segments.peek().is_none();
         if is_sensitive_name(segment)
             || is_sensitive_pair(previous, segment)
-            || (last && (is_backup_name(segment) || REPOSITORY_FILES.contains(segment)))
+            || (last
+                && (is_backup_name(segment)
+                    || REPOSITORY_FILES.contains(segment)
+                    || (BACKUP_DIRECTORIES.contains(previous) && is_archive(segment))))
         {
             return true;
         }
@@ -2157,19 +2494,38 @@ fn is_sensitive_path(path: &[u8]) -> bool {
     false
 }
 
-/// `/console`, `/console/`, `/console/login/…`: the admin console that
-/// WebLogic, Werkzeug's debugger and others put at the root of a site. A
-/// console deeper in a site (a build's log page, a shop's category) is an
-/// ordinary page, and so is `/console` as a parameter's value (where to
-/// go after signing in): only a request path is checked.
-fn is_root_console(path: &[u8]) -> bool {
-    match path.get(..8) {
-        Some(start) if start.eq_ignore_ascii_case(b"/console") => {
-            let rest = &path[8..];
-            rest.is_empty() || rest == b"/" || starts_with_ignore_case(rest, b"/login")
-        }
-        _ => false,
+/// Products whose whole tree is an admin or debug interface when it sits at
+/// the root of a site: Nacos (`/nacos/v1/auth/users`), Laravel Telescope
+/// (`/telescope/requests`). Deeper in a site these are ordinary words.
+static ROOT_TREES: WordSet = WordSet::new(&["nacos", "telescope"]);
+
+/// Endpoints that are an admin or debug interface when requested alone at
+/// the root: Jenkins' script console (`/script`), Spring Boot 1's
+/// unprefixed actuators (`/env`, `/configprops`, `/autoconfig`) and
+/// Boot 2's index of them (`/actuator`). `/script/app.js` is a site's
+/// asset directory and `/actuator/health` a health check.
+static ROOT_PAGES: WordSet =
+    WordSet::new(&["env", "script", "actuator", "autoconfig", "configprops"]);
+
+/// `/console`, `/console/`, `/console/login/…` — the admin console that
+/// WebLogic, Werkzeug's debugger and others put at the root of a site —
+/// and the rest of [`ROOT_TREES`] and [`ROOT_PAGES`]. A console deeper in
+/// a site (a build's log page, a shop's category) is an ordinary page, and
+/// so is `/console` as a parameter's value (where to go after signing
+/// in): only a request path is checked.
+fn is_root_endpoint(path: &[u8]) -> bool {
+    let Some(rest) = path.strip_prefix(b"/") else {
+        return false;
+    };
+    let end = rest.iter().position(|&b| b == b'/').unwrap_or(rest.len());
+    let (first, after) = (&rest[..end], &rest[end..]);
+    if ROOT_TREES.contains(first) {
+        return true;
     }
+    if after.is_empty() || after == b"/" {
+        return ROOT_PAGES.contains(first) || first.eq_ignore_ascii_case(b"console");
+    }
+    first.eq_ignore_ascii_case(b"console") && starts_with_ignore_case(after, b"/login")
 }
 
 /// Files and directories that are secrets or internals wherever they are.
@@ -2180,12 +2536,16 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".cvs",
     ".ssh",
     ".svn",
+    "_cat",
     ".boto",
     ".idea",
     ".kube",
     ".netrc",
     ".npmrc",
     ".s3cfg",
+    "_nodes",
+    "_utils",
+    "hawtio",
     "id_dsa",
     "id_rsa",
     ".docker",
@@ -2193,24 +2553,40 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".pgpass",
     ".pypirc",
     ".vscode",
+    "_config",
     "jolokia",
     "myadmin",
+    "updraft",
     "web-inf",
+    "_all_dbs",
+    "_cluster",
     "heapdump",
     "id_ecdsa",
     "info.php",
+    "jkstatus",
     "meta-inf",
+    "printenv",
+    "test-cgi",
+    "test.cgi",
     ".ds_store",
     ".htaccess",
     ".htdigest",
     ".htpasswd",
     ".user.ini",
     "__debug__",
+    "_all_docs",
+    "_debugbar",
+    "_ignition",
     "_profiler",
+    "_snapshot",
+    "backup-db",
+    "db-backup",
+    "db_backup",
     "debug.log",
     "elmah.axd",
     "error.log",
     "error_log",
+    "jkmanager",
     "trace.axd",
     ".dockercfg",
     ".dockerenv",
@@ -2219,16 +2595,23 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "id_ed25519",
     "master.key",
     "mysqladmin",
+    "phppgadmin",
+    "scripttext",
     "threaddump",
     "web.config",
     "ws_ftp.ini",
     ".travis.yml",
+    "__clockwork",
     "_wpeprivate",
     "adminer.php",
+    "app_dev.php",
+    "glimpse.axd",
     "jmx-console",
     "known_hosts",
     "laravel.log",
     "phpinfo.php",
+    "printenv.pl",
+    "runningpods",
     "secrets.yml",
     "server-info",
     "web-console",
@@ -2239,6 +2622,7 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     ".bash_history",
     ".psql_history",
     "admin-console",
+    "ai1wm-backups",
     "composer.json",
     "composer.lock",
     "filezilla.xml",
@@ -2246,15 +2630,18 @@ static SENSITIVE_NAMES: WordSet = WordSet::new(&[
     "wp-config.php",
     ".gitlab-ci.yml",
     ".mysql_history",
+    "config_dev.php",
     "parameters.yml",
     "application.yml",
     "authorized_keys",
     ".git-credentials",
     "appsettings.json",
+    "balancer-manager",
     "credentials.json",
     "sftp-config.json",
     "localsettings.php",
     "docker-compose.yml",
+    "backupbuddy_backups",
     "docker-compose.yaml",
     "application.properties",
 ]);
@@ -2291,16 +2678,20 @@ fn is_sensitive_name(segment: &[u8]) -> bool {
         }
 }
 
-/// `phpinfo`, `phpinfo.php`, `phpinfo2.php`, `phpinfo_test.php5`: a script
+/// `phpinfo`, `phpinfo.php`, `phpinfo2.php`, `phpinfo_test.php5`,
+/// `php_info.php`: a script
 /// that prints PHP's configuration, by a file's name. A page's slug
 /// (`phpinfo-explained`, words joined by `-`, no extension) is writing
 /// about it.
 fn is_phpinfo(segment: &[u8]) -> bool {
-    let Some(rest) = segment.get(7..) else {
+    let rest = if starts_with_ignore_case(segment, b"phpinfo") {
+        &segment[7..]
+    } else if starts_with_ignore_case(segment, b"php_info") {
+        &segment[8..]
+    } else {
         return false;
     };
-    segment[..7].eq_ignore_ascii_case(b"phpinfo")
-        && (rest.iter().all(u8::is_ascii_digit) || rest.contains(&b'.'))
+    rest.iter().all(u8::is_ascii_digit) || rest.contains(&b'.')
 }
 
 /// Dot-directories that exist to be fetched: RFC 8615's `.well-known`,
@@ -2385,31 +2776,84 @@ fn is_config_file(name: &[u8]) -> bool {
 /// `info` are fine).
 static ACTUATOR_ENDPOINTS: WordSet = WordSet::new(&[
     "env",
+    "dump",
     "beans",
     "trace",
+    "caches",
+    "flyway",
     "gateway",
     "jolokia",
     "logfile",
+    "loggers",
+    "metrics",
+    "refresh",
+    "restart",
     "heapdump",
     "mappings",
+    "sessions",
     "shutdown",
     "httptrace",
+    "liquibase",
+    "autoconfig",
+    "conditions",
     "threaddump",
+    "auditevents",
     "configprops",
+    "scheduledtasks",
 ]);
 
 /// The parents [`is_sensitive_pair`] knows: one lookup turns the rest away.
 static SENSITIVE_PARENTS: WordSet = WordSet::new(&[
+    "v1",
+    "v2",
     "etc",
     "proc",
+    "solr",
+    "agent",
     "debug",
+    "druid",
+    "rails",
     "manage",
     "system",
+    "horizon",
+    "jenkins",
     "manager",
     "actuator",
+    "containers",
     "management",
     "host-manager",
 ]);
+
+/// The consoles of Alibaba's Druid connection pool (`/druid/index.html`,
+/// `/druid/websession.html`, …) and Apache Druid's APIs.
+static DRUID_PAGES: WordSet = WordSet::new(&[
+    "indexer",
+    "sql.html",
+    "basic.json",
+    "index.html",
+    "login.html",
+    "coordinator",
+    "spring.html",
+    "weburi.html",
+    "datasource.html",
+    "websession.html",
+]);
+
+/// Resources of Kubernetes' API (`/api/v1/namespaces`), Consul's
+/// (`/v1/kv/`) and Vault's (`/v1/sys/`), which hand out a cluster's
+/// secrets and state when left open.
+static CLUSTER_RESOURCES: WordSet = WordSet::new(&[
+    "kv",
+    "sys",
+    "pods",
+    "secrets",
+    "configmaps",
+    "namespaces",
+    "serviceaccounts",
+]);
+
+/// Jenkins' pages that run code or show secrets.
+static JENKINS_PAGES: WordSet = WordSet::new(&["manage", "script", "scripttext", "credentials"]);
 
 /// The pages of Tomcat's manager and host manager.
 static TOMCAT_MANAGER_PAGES: WordSet = WordSet::new(&["html", "text", "status", "jmxproxy"]);
@@ -2432,6 +2876,15 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
         return false;
     }
     let is = |s: &[u8], expected: &[u8]| s.eq_ignore_ascii_case(expected);
+    // API versions first: the parents ordinary traffic has most.
+    if parent.len() == 2 {
+        return if is(parent, b"v1") {
+            CLUSTER_RESOURCES.contains(name)
+        } else {
+            // etcd's key space.
+            is(name, b"keys")
+        };
+    }
     if is(parent, b"actuator") || is(parent, b"manage") || is(parent, b"management") {
         ACTUATOR_ENDPOINTS.contains(name)
     } else if is(parent, b"debug") {
@@ -2445,6 +2898,25 @@ fn is_sensitive_pair(parent: &[u8], name: &[u8]) -> bool {
         is(name, b"console")
     } else if is(parent, b"etc") {
         ETC_FILES.contains(name)
+    } else if is(parent, b"solr") {
+        // Solr's admin API (`/solr/admin/cores`, `/solr/admin/info/system`).
+        is(name, b"admin")
+    } else if is(parent, b"druid") {
+        DRUID_PAGES.contains(name)
+    } else if is(parent, b"horizon") {
+        // Laravel Horizon's dashboard and its API.
+        is(name, b"api") || is(name, b"dashboard")
+    } else if is(parent, b"jenkins") {
+        JENKINS_PAGES.contains(name)
+    } else if is(parent, b"rails") {
+        // `/rails/info/properties`, `/rails/info/routes`.
+        is(name, b"info")
+    } else if is(parent, b"agent") {
+        // Consul's `/v1/agent/self`.
+        is(name, b"self")
+    } else if is(parent, b"containers") {
+        // Docker's API (`/containers/json`): runs containers for anyone.
+        is(name, b"json")
     } else {
         is(parent, b"proc") && is(name, b"self")
     }
@@ -2466,8 +2938,20 @@ static SOURCE_EXTENSIONS: WordSet = WordSet::new(&[
     "conf", "yaml", "config",
 ]);
 
+/// Directories that hold backups: any archive in one (`/backups/latest.tar.gz`,
+/// `/old/site.zip`) is a backup, whatever its name.
+static BACKUP_DIRECTORIES: WordSet = WordSet::new(&[
+    "bak", "bkp", "old", "dump", "dumps", "backup", "_backup", "backups", "_backups",
+]);
+
+/// Whether `name` has an archive's extension.
+fn is_archive(name: &[u8]) -> bool {
+    memchr::memrchr(b'.', name).is_some_and(|dot| ARCHIVE_EXTENSIONS.contains(&name[dot + 1..]))
+}
+
 /// Archive extensions.
-static ARCHIVE_EXTENSIONS: WordSet = WordSet::new(&["7z", "gz", "bz2", "rar", "tar", "tgz", "zip"]);
+static ARCHIVE_EXTENSIONS: WordSet =
+    WordSet::new(&["7z", "gz", "xz", "bz2", "rar", "tar", "tgz", "zip", "zst"]);
 
 /// Names of archives of a whole site or database.
 static SITE_ARCHIVE_STEMS: WordSet = WordSet::new(&[
@@ -2479,13 +2963,17 @@ static SITE_ARCHIVE_STEMS: WordSet = WordSet::new(&[
     "www",
     "dump",
     "html",
+    "root",
     "site",
     "backup",
     "htdocs",
     "backups",
+    "inetpub",
+    "webroot",
     "website",
     "wwwroot",
     "database",
+    "httpdocs",
     "public_html",
 ]);
 
@@ -2902,6 +3390,173 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_of_products() {
+        let is = |path: &str| threats(path, "").contains(Threat::SensitiveFile);
+        for path in [
+            "/_debugbar/open",
+            "/__clockwork/app",
+            "/telescope/requests",
+            "/nacos/v1/console/namespaces",
+            "/jenkins/scriptText",
+            "/script",
+            "/env",
+            "/actuator",
+            "/actuator/loggers",
+            "/solr/admin/cores",
+            "/druid/websession.html",
+            "/horizon/api/stats",
+            "/rails/info/routes",
+            "/v1/agent/self",
+            "/api/v1/namespaces/default/secrets",
+            "/v2/keys/",
+            "/containers/json",
+            "/_cat/indices",
+            "/_cluster/health",
+            "/_utils/",
+            "/hawtio/",
+            "/balancer-manager",
+            "/phppgadmin/",
+            "/cgi-bin/printenv.pl",
+            "/wp-content/updraft/",
+            "/backup/site-2024.tar.gz",
+            "/old/www.7z",
+            "/php_info.php",
+        ] {
+            assert!(is(path), "{path}");
+        }
+        for path in [
+            "/script/app.js",
+            "/scripts/",
+            "/environment",
+            "/actuator/health",
+            "/products/telescope",
+            "/shop/telescopes/",
+            "/classes/druid/",
+            "/api/v1/users",
+            "/blog/backup-strategies",
+            "/downloads/app-1.2.zip",
+            "/horizon",
+            "/acme/infra/raw/main/.env",
+            "/acme/infra/-/raw/main/config/database.yml",
+            "/acme/infra/refs/heads/main/docker-compose.yml",
+            "/acme/web/blob/v2.0/config.json",
+        ] {
+            assert!(!is(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn code_execution_gadgets() {
+        let runs = |query: &str| threats("/page", query).contains(Threat::CommandInjection);
+        for query in [
+            // FreeMarker, Velocity, Thymeleaf/SpEL, EL reflection.
+            "t=%3C%23assign+x%3D%22freemarker.template.utility.Execute%22%3Fnew()%3E%24%7Bx(%22id%22)%7D",
+            "t=%23set(%24e%3D%22%22)%24e.getClass().forName(%22java.lang.Runtime%22)",
+            "t=__%24%7BT(java.lang.Runtime).getRuntime().exec(%22id%22)%7D__%3A%3A.x",
+            "t=%24%7B%27%27.getClass().forName(%27javax.script.ScriptEngineManager%27)%7D",
+            // Jinja2 and Twig.
+            "name=%7B%7Bcycler.__init__.__globals__.os.popen(%27id%27).read()%7D%7D",
+            "name=%7B%7B%27%27.__class__.__mro__%5B1%5D.__subclasses__()%7D%7D",
+            "name=%7B%7B%5B%27cat+%2Fetc%2Fpasswd%27%5D%7Cmap(%27passthru%27)%7D%7D",
+            "name=%7B%7B_self.env.registerUndefinedFilterCallback(%22exec%22)%7D%7D",
+            // Drupal render arrays, SQL Server, PostgreSQL.
+            "name%5B%23pre_render%5D%5B%5D=passthru",
+            "id=1%3BEXEC+sp_OACreate+%27WScript.Shell%27",
+            "id=1%27%3BCOPY+t+FROM+PROGRAM+%27id%27--",
+            // A command handed to a shell parameter in base64 (`uname -a`).
+            "system=dW5hbWUgLWE%3D",
+            "q=echo+aWQ%3D+%7C+base64+-d+%7C+sh",
+        ] {
+            assert!(runs(query), "{query}");
+        }
+        for query in [
+            "q=python+__class__+attribute",
+            "q=what+does+__init__+do",
+            "q=twig+filter+map",
+            "q=node+child_process+exec",
+            "system=android",
+            "q=echo+aGVsbG8%3D+%7C+base64+-d",
+            "q=ls+%7C+wc+-l",
+            "q=ps+aux+%7C+grep+nginx",
+        ] {
+            assert!(!runs(query), "{query}");
+        }
+    }
+
+    #[test]
+    fn climbs_to_shells_system_directories_and_hives() {
+        for (path, query, threat) in [
+            (
+                "/scripts/..%c0%af../winnt/system32/cmd.exe",
+                "/c+dir",
+                Threat::CommandInjection,
+            ),
+            (
+                "/scripts/..%c1%1c../winnt/system32/cmd.exe",
+                "/c+dir",
+                Threat::CommandInjection,
+            ),
+            (
+                "/cgi-bin/%2e%2e/%2e%2e/bin/bash",
+                "",
+                Threat::CommandInjection,
+            ),
+            (
+                "/msadc/..%e0%80%af../winnt/system32/cmd.exe",
+                "",
+                Threat::PathTraversal,
+            ),
+            ("/static/..%5c..%5cboot.ini", "", Threat::SensitiveFile),
+            (
+                "/download",
+                "f=..%5C..%5C..%5Cwindows%5Crepair%5Csystem",
+                Threat::SensitiveFile,
+            ),
+            (
+                "/download",
+                "f=..%2F..%2F..%2F..%2Fproc%2Fversion",
+                Threat::SensitiveFile,
+            ),
+            (
+                "/download",
+                "f=..%2F..%2F..%2Fusr%2Flocal%2Fetc%2Fphp.ini",
+                Threat::SensitiveFile,
+            ),
+            ("/view", "file=..%252fconfig.txt", Threat::PathTraversal),
+            ("/view", "file=..%5Cnotes.txt", Threat::PathTraversal),
+        ] {
+            assert!(
+                threats(path, query).contains(threat),
+                "{path}?{query} {threat:?}"
+            );
+        }
+        // One relative climb as apps write one is not a traversal.
+        assert!(threats("/view", "file=..%2Fshared%2Fheader.html").is_empty());
+        assert!(threats("/view", "img=../images/logo.png").is_empty());
+    }
+
+    #[test]
+    fn dashes_and_overlong_forms() {
+        assert!(threats(
+            "/feedback",
+            "m=great+product+--+fast+shipping%2C+recommended"
+        )
+        .is_empty());
+        assert!(threats("/reviews", "text=4%2F5+--+solid+but+pricey").is_empty());
+        assert!(threats("/item", "id=1+or+1%3D1--+-").contains(Threat::SqlInjection));
+        assert!(
+            threats("/search", "q=%C0%BCscript%C0%BEalert(1)%C0%BC/script%C0%BE")
+                .contains(Threat::Xss)
+        );
+        // Real UTF-8 text is left alone.
+        assert!(threats(
+            "/search",
+            "q=%E0%A4%A8%E0%A4%AE%E0%A4%B8%E0%A5%8D%E0%A4%A4%E0%A5%87"
+        )
+        .is_empty());
+    }
+
+    #[test]
     fn files_and_endpoints_in_context() {
         let sensitive = |path: &str, query: &str, referer: &str| {
             let record = Record {
@@ -3005,6 +3660,16 @@ mod tests {
             SOURCE_EXTENSIONS.words,
             COMMAND_PARAMETERS.words,
             PHP_EXEC.words,
+            SYSTEM_DIRECTORIES.words,
+            REGISTRY_HIVES.words,
+            SHELLS.words,
+            ROOT_TREES.words,
+            ROOT_PAGES.words,
+            DRUID_PAGES.words,
+            CLUSTER_RESOURCES.words,
+            JENKINS_PAGES.words,
+            REPOSITORY_VIEWS.words,
+            BACKUP_DIRECTORIES.words,
             BACKUP_EXTENSIONS.words,
             ARCHIVE_EXTENSIONS.words,
             SITE_ARCHIVE_STEMS.words,
