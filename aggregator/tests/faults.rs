@@ -152,7 +152,9 @@ struct Kill {
 }
 
 /// The transactions `aggregator` holds open, on every shard, as
-/// `shard pid state: query`: non-empty means it is inside a flush.
+/// `shard pid state: query`: non-empty means it is inside a flush (or in
+/// the positions-only transaction that advances `complete_until` of idle
+/// partitions, which a kill puts to the same test).
 fn open_transactions(sandbox: &Sandbox, aggregator: &Aggregator) -> Vec<String> {
     let since = aggregator.started_at();
     (0..sandbox.shards.len())
