@@ -490,8 +490,6 @@ fn rolled_up<'a, R: Clone + 'a>(
     merged
 }
 
-/// Appends one row's values, column by column; a value of the wrong kind
-/// for its column is a bug and panics.
 impl Rows {
     /// Every row as one line of text: key, bucket start, then each column's
     /// value in order (a counter in decimal, JSON as written, a
@@ -520,6 +518,8 @@ impl Rows {
     }
 }
 
+/// Appends one row's values, column by column; a value of the wrong kind
+/// for its column is a bug and panics.
 pub struct RowWriter<'a> {
     values: &'a mut [Values],
     next: usize,

@@ -10,8 +10,9 @@
 //! reads the user agent once; the strongest marker found decides, in this
 //! order:
 //! 1. a scanner's name (`sqlmap`, `Nikto`, `Nmap`, `zgrab`, `Nuclei`,
-//!    `WPScan`, `gobuster`, `ffuf`, `Acunetix`, `Invicti` (Netsparker), `OpenVAS`, internet-wide
-//!    scanners such as `CensysInspect`, …) → [`ClientClass::Scanner`];
+//!    `WPScan`, `gobuster`, `ffuf`, `Acunetix`, `Invicti` (Netsparker),
+//!    `OpenVAS`, internet-wide scanners such as `CensysInspect`, …) →
+//!    [`ClientClass::Scanner`];
 //! 2. a search engine's crawler (`Googlebot`, `bingbot`, `YandexBot`,
 //!    `Baiduspider`, `DuckDuckBot`, `Applebot`, `Yahoo! Slurp`, …) →
 //!    [`ClientClass::SearchEngine`];
@@ -225,7 +226,6 @@ const MARKERS: &[(&str, Marker)] = &[
     ("greenbone", Marker::Scanner),
     ("metasploit", Marker::Scanner),
     ("probely", Marker::Scanner),
-    ("pentest-tools", Marker::Scanner),
     // Recon and fuzzing tools, and the rest of the web scanners in
     // common use.
     ("nmap/", Marker::Scanner),
@@ -245,7 +245,6 @@ const MARKERS: &[(&str, Marker)] = &[
     ("bsqlbf", Marker::Scanner),
     ("sqlsus", Marker::Scanner),
     ("webshag", Marker::Scanner),
-    ("openvas-vt", Marker::Scanner),
     ("fuzzer", Marker::Scanner),
     ("pentest", Marker::Scanner),
     ("exploit", Marker::Scanner),
